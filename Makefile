@@ -1,0 +1,20 @@
+# Two entry points do everything on a fresh machine:
+#   make demo   set up, train on the embedded synthetic data, evaluate
+#   make test   set up, run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_CONFIG ?= configs/ESTS/Synthetic-Tiny.yaml
+DEMO_OUTPUT ?= output/demo
+
+.PHONY: setup demo test bench
+setup:
+	VENV=$(VENV) bash scripts/install.sh
+
+demo: setup
+	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_OUTPUT)
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) bench/run_all.py

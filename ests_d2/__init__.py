@@ -1,0 +1,1 @@
+"""ESTextSpotter as a detectron2 project."""

@@ -1,0 +1,68 @@
+"""Config keys of ests-d2. ``add_ests_config`` only *adds* keys; detectron2's defaults stay untouched."""
+from detectron2.config import CfgNode as CN
+
+
+def add_ests_config(cfg):
+    """Add every ESTS key to ``cfg`` (a detectron2 ``get_cfg()`` node). Values default to the official code."""
+    _add_model_config(cfg)
+    _add_input_config(cfg)
+    _add_solver_config(cfg)
+    _add_test_config(cfg)
+
+
+def _add_model_config(cfg):
+    cfg.MODEL.ESTS = CN()
+    e = cfg.MODEL.ESTS
+    e.NUM_CLASSES = 2  # box classes of the official head (only class 1 = text is ever a target)
+    e.NUM_QUERIES = 100  # matching ("detection") queries
+    e.HIDDEN_DIM = 256  # transformer width D
+    e.NHEADS = 8  # attention heads
+    e.ENC_LAYERS = 6  # deformable encoder layers
+    e.DEC_LAYERS = 6  # decoder layers
+    e.DIM_FEEDFORWARD = 2048  # FFN width in encoder and decoder
+    e.DROPOUT = 0.0  # dropout everywhere in the transformer
+    e.NUM_FEATURE_LEVELS = 5  # 5: res2..res5 + a stride-64 level; 4: res3..res5 + stride-64
+    e.ENC_N_POINTS = 4  # deformable sampling points per head and level (encoder)
+    e.DEC_N_POINTS = 4  # deformable sampling points per head and level (decoder)
+    e.PE_TEMPERATURE = 20  # temperature of the 2-D sine position encoding (both axes)
+    e.MAX_TEXT_LEN = 25  # recognition slots per instance (T)
+    e.VOC_SIZE = 97  # recognition classes V (EN: 95 printable ASCII + unknown + padding)
+    e.CUSTOM_DICT = ""  # optional file with one character per line for a non-EN vocabulary
+    e.ROI_OUTPUT_SIZE = (8, 25)  # RoIAlign bins (rows, cols) used to initialise recognition queries
+    e.NUM_SELECT = 100  # (query, class) pairs kept by post-processing
+    e.ACTIVATION_CHECKPOINT = False  # recompute encoder/decoder layers in backward to save memory
+    e.DEFORM_ATTN_FP32 = True  # run multi-scale deformable attention in fp32 under autocast
+
+    e.DN = CN()
+    e.DN.ENABLED = True  # contrastive denoising queries in training
+    e.DN.NUMBER = 100  # denoising queries budget (dn_number)
+    e.DN.LABEL_NOISE_RATIO = 0.5  # label flip ratio (flip probability is half of it)
+    e.DN.BOX_NOISE_SCALE = 1.0  # box noise scale (the official scripts use 1.0)
+
+    e.MATCHER = CN()
+    e.MATCHER.COST_CLASS = 2.0  # focal class cost weight
+    e.MATCHER.COST_BBOX = 5.0  # L1 box cost weight
+    e.MATCHER.COST_GIOU = 2.0  # GIoU cost weight
+
+    e.LOSS = CN()
+    e.LOSS.FOCAL_ALPHA = 0.25  # focal loss alpha
+    e.LOSS.FOCAL_GAMMA = 2.0  # focal loss gamma
+    e.LOSS.CLASS_WEIGHT = 1.0  # weight of loss_ce
+    e.LOSS.BBOX_WEIGHT = 5.0  # weight of loss_bbox
+    e.LOSS.GIOU_WEIGHT = 2.0  # weight of loss_giou
+    e.LOSS.REC_WEIGHT = 1.0  # weight of loss_rec (per-slot cross-entropy)
+    e.LOSS.POLYGON_WEIGHT = 1.0  # weight of loss_beziers (16-point polygon L1)
+    e.LOSS.INTERM_WEIGHT = 1.0  # multiplier of the encoder-proposal (interm) terms
+    e.LOSS.AUX = True  # apply the losses to every decoder layer, not only the last
+
+
+def _add_input_config(cfg):
+    pass  # filled in by the data path
+
+
+def _add_solver_config(cfg):
+    pass  # filled in by the training engine
+
+
+def _add_test_config(cfg):
+    pass  # filled in by the evaluator

@@ -1,0 +1,103 @@
+"""Text representation shared by the data path, the model and the evaluator.
+
+Recognition targets are ``max_text_len`` class ids per instance. For the EN vocabulary (V = 97) ids
+0..94 are the printable ASCII characters (id = ord(ch) - 32), 95 is "unknown" and 96 is padding.
+Text boundaries are cubic Bezier curves (8 control points: top curve left->right, bottom curve
+right->left); the model predicts 16 boundary points sampled from them.
+"""
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+UNKNOWN_GLYPH = "\u53e3"  # '口': how the official decoder prints the unknown class
+EN_CHARACTERS = [chr(c) for c in range(32, 127)]
+
+
+class CharVocabulary:
+    """Maps characters to recognition class ids: the characters, then ``unknown``, then ``padding``."""
+
+    def __init__(self, characters: Sequence[str]):
+        if len(set(characters)) != len(characters):
+            raise ValueError("the character list contains duplicates")
+        self.characters = list(characters)
+        self._index = {c: i for i, c in enumerate(self.characters)}
+
+    @classmethod
+    def from_config(cls, voc_size: int, custom_dict: str = "") -> "CharVocabulary":
+        """The EN vocabulary for ``voc_size == 97``; otherwise one character per line of ``custom_dict``."""
+        if custom_dict:
+            with open(custom_dict, encoding="utf-8") as f:
+                chars = [line.rstrip("\n") for line in f if line.rstrip("\n")]
+            vocab = cls(chars)
+        else:
+            vocab = cls(EN_CHARACTERS)
+        if vocab.num_classes != voc_size:
+            src = custom_dict or "the built-in EN character list"
+            raise ValueError(
+                f"MODEL.ESTS.VOC_SIZE is {voc_size} but {src} gives {len(vocab.characters)} characters "
+                f"+ unknown + padding = {vocab.num_classes} classes"
+            )
+        return vocab
+
+    @property
+    def unknown_id(self) -> int:
+        return len(self.characters)
+
+    @property
+    def pad_id(self) -> int:
+        return len(self.characters) + 1
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.characters) + 2
+
+    def encode(self, text: str, max_len: int) -> List[int]:
+        """Class ids of ``text``, truncated to ``max_len`` and padded with ``pad_id``."""
+        ids = [self._index.get(c, self.unknown_id) for c in text[:max_len]]
+        return ids + [self.pad_id] * (max_len - len(ids))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Official decoding: padding is skipped (not a terminator), unknown prints as '口'."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i < len(self.characters):
+                out.append(self.characters[i])
+            elif i == self.unknown_id:
+                out.append(UNKNOWN_GLYPH)
+        return "".join(out)
+
+
+def bernstein_weights(num_points: int = 8, dtype=torch.float64) -> torch.Tensor:
+    """(num_points, 4) cubic Bernstein weights at u = linspace(0, 1, num_points)."""
+    u = torch.linspace(0, 1, num_points, dtype=dtype)
+    return torch.stack([(1 - u) ** 3, 3 * u * (1 - u) ** 2, 3 * u**2 * (1 - u), u**3], dim=1)
+
+
+def bezier_to_polygon(beziers, num_points: int = 8):
+    """Sample both cubic curves of each instance.
+
+    Args:
+        beziers: (..., 16) control points x0,y0,...,x7,y7 (top curve, then bottom curve), tensor or array.
+    Returns:
+        (..., 4 * num_points) polygon: ``num_points`` top points then ``num_points`` bottom points,
+        flattened as x,y pairs; same type and dtype as the input.
+    """
+    is_numpy = isinstance(beziers, np.ndarray)
+    ctrl = torch.as_tensor(beziers)
+    if ctrl.shape[-1] != 16:
+        raise ValueError(f"expected 16 Bezier coordinates per instance, got shape {tuple(ctrl.shape)}")
+    weights = bernstein_weights(num_points, dtype=ctrl.dtype if ctrl.is_floating_point() else torch.float64)
+    ctrl = ctrl.to(weights.dtype).reshape(*ctrl.shape[:-1], 2, 4, 2)  # (..., curve, point, xy)
+    points = torch.einsum("kp,...cpd->...ckd", weights, ctrl)  # (..., curve, num_points, xy)
+    poly = points.reshape(*points.shape[:-3], 4 * num_points)
+    return poly.numpy() if is_numpy else poly
+
+
+def polygon_to_points(polygon, num_points: Optional[int] = None) -> np.ndarray:
+    """A flat x,y,... polygon as an (n, 2) array."""
+    pts = np.asarray(polygon, dtype=np.float64).reshape(-1, 2)
+    if num_points is not None and len(pts) != num_points:
+        raise ValueError(f"expected {num_points} points, got {len(pts)}")
+    return pts

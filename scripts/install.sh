@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Sets up a virtual environment for ests-d2: torch, detectron2 (unless one is already importable),
+# then this project in editable mode. Idempotent: a second run on a ready machine takes seconds.
+#
+#   VENV=.venv bash scripts/install.sh          # default venv location
+#   ESTS_USE_CURRENT_PYTHON=1 bash scripts/install.sh   # install into the active interpreter instead
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+BUILD="${BUILD:-$ROOT/build/detectron2}"
+PYTHON="${PYTHON:-python3}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}"
+# sha256 of the PyPI sdist pb1-detectron2==0.6 (upstream v0.6 Python sources, no C++ files)
+D2_SDIST_SHA256=5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29
+
+die() { echo "install.sh: ERROR: $*" >&2; exit 1; }
+step() { echo "==> $*"; }
+
+if [ "${ESTS_USE_CURRENT_PYTHON:-0}" = 1 ]; then
+  PY="$(command -v "$PYTHON")"
+else
+  if [ ! -x "$VENV/bin/python" ]; then
+    step "creating virtual environment $VENV"
+    "$PYTHON" -m venv "$VENV" || die "could not create a virtual environment with $PYTHON"
+  fi
+  PY="$VENV/bin/python"
+fi
+PIP=("$PY" -m pip -q --disable-pip-version-check)
+
+have() { "$PY" - "$@" <<'PYEOF' >/dev/null 2>&1
+import importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+PYEOF
+}
+
+# 1. torch (detectron2's setup.py imports it, so it comes first)
+if have torch torchvision; then
+  step "torch already installed: $("$PY" -c 'import torch; print(torch.__version__)')"
+else
+  step "installing $TORCH_SPEC"
+  # shellcheck disable=SC2086
+  "${PIP[@]}" install $TORCH_SPEC wheel || die "pip could not install $TORCH_SPEC"
+fi
+
+# 2. detectron2: keep any importable one (GPU users build theirs from source)
+if have detectron2.engine; then
+  step "detectron2 already importable: $("$PY" -c 'import detectron2; print(detectron2.__version__, detectron2.__file__)') -- skipping its build"
+else
+  step "building detectron2 0.6 from the PyPI sdist pb1-detectron2==0.6"
+  rm -rf "$BUILD"; mkdir -p "$BUILD"
+  "${PIP[@]}" download --no-deps --no-binary=:all: -d "$BUILD" "pb1-detectron2==0.6" \
+    || die "could not download pb1-detectron2==0.6 from PyPI"
+  echo "$D2_SDIST_SHA256  $BUILD/pb1-detectron2-0.6.tar.gz" | sha256sum -c --quiet - \
+    || die "sha256 of pb1-detectron2-0.6.tar.gz does not match: refusing to build it"
+  tar -xzf "$BUILD/pb1-detectron2-0.6.tar.gz" -C "$BUILD"
+  "$PY" "$ROOT/scripts/patch_detectron2_sdist.py" "$BUILD/pb1-detectron2-0.6" \
+    || die "the detectron2 source edit did not apply (unexpected sdist contents?)"
+  "${PIP[@]}" install wheel
+  "${PIP[@]}" install --no-build-isolation "$BUILD/pb1-detectron2-0.6" \
+    || die "building detectron2 failed (needs g++ and the Python headers)"
+  have detectron2.engine || die "detectron2 was built but does not import"
+fi
+
+# 3. this project (editable) with its pure-Python dependencies
+step "installing ests-d2 (editable)"
+"${PIP[@]}" install -e "$ROOT[test]" || die "pip could not install the project"
+"$PY" -c "import ests_d2, detectron2; print('ests_d2 ready; detectron2', detectron2.__version__)" \
+  || die "ests_d2 does not import after install"
