@@ -1,12 +1,13 @@
 """Dataset dict -> model input for ESTS (train and test), per the mapper contract in docs/ARCHITECTURE.md.
 
-Images left without any training instance (possible only in corner cases, e.g. every box outside the
-image after augmentation; all-don't-care images are already removed by detectron2's
-``DATALOADER.FILTER_EMPTY_ANNOTATIONS``) make the training mapper return ``None``. detectron2 0.6's
-``MapDataset`` (map-style, which ``build_detection_train_loader`` uses) then maps a random other image
--- the same policy as the official loader, which replaces such an image by a random other one.
+Images left without any training instance. The official loader replaces them by a random other image.
+detectron2's equivalent -- returning None so that ``MapDataset`` maps a random other index -- crashes
+in 0.6 on Python >= 3.11 (``random.sample`` on a set), so the mapper never returns None: it re-draws
+the random augmentations up to ``max_retries`` times, then falls back to the resize alone (no crop,
+no rotation, no colour change). An image that has no training instance at all (only don't-care words)
+therefore comes out with empty ``instances``; detectron2's default ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``
+removes such images from training before they reach the mapper.
 """
-import copy
 import logging
 from typing import Dict, List, Optional
 
@@ -28,8 +29,7 @@ class TextSpottingDatasetMapper:
     """Read the image, apply the augmentations to image and Bezier control points, build ``Instances``.
 
     Train output: ``{"image": uint8 (3, H, W), "height", "width", "image_id", "file_name",
-    "instances": Instances(gt_boxes, gt_classes, gt_beziers (n, 16), gt_rec (n, T))}``, or None when no
-    instance is left. Test output: the same without ``instances``; ``height``/``width`` stay the original
+    "instances": Instances(gt_boxes, gt_classes, gt_beziers (n, 16), gt_rec (n, T))}``. Test output: the same without ``instances``; ``height``/``width`` stay the original
     size so that predictions are rescaled to it.
     """
 
@@ -39,6 +39,8 @@ class TextSpottingDatasetMapper:
         is_train: bool,
         *,
         augmentations: List[T.Augmentation],
+        fallback_augmentations: Optional[List[T.Augmentation]] = None,
+        max_retries: int = 10,
         image_format: str,
         max_text_len: int,
         pad_id: int,
@@ -47,12 +49,19 @@ class TextSpottingDatasetMapper:
         Args:
             is_train: training (targets, random augmentations) or inference (resize only).
             augmentations: applied in order; at train time they receive ``boxes`` (n, 4) XYXY.
+            fallback_augmentations: used (train only) when ``max_retries`` draws of ``augmentations`` all
+                left no instance; default: the ``ResizeShortestEdge`` steps of ``augmentations``.
+            max_retries: draws of ``augmentations`` before falling back.
             image_format: ``INPUT.FORMAT`` (e.g. "RGB").
             max_text_len: recognition slots T; ``rec`` is truncated / padded to it.
             pad_id: padding class id used for that padding.
         """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
+        if fallback_augmentations is None:
+            fallback_augmentations = [a for a in augmentations if isinstance(a, T.ResizeShortestEdge)]
+        self.fallback_augmentations = T.AugmentationList(fallback_augmentations)
+        self.max_retries = max_retries
         self.image_format = image_format
         self.max_text_len = max_text_len
         self.pad_id = pad_id
@@ -77,7 +86,7 @@ class TextSpottingDatasetMapper:
             "pad_id": vocab.pad_id,
         }
 
-    def __call__(self, dataset_dict: Dict) -> Optional[Dict]:
+    def __call__(self, dataset_dict: Dict) -> Dict:
         dataset_dict = dict(dataset_dict)  # shallow: annotations are only read, never modified
         image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
         utils.check_image_size(dataset_dict, image)
@@ -94,13 +103,14 @@ class TextSpottingDatasetMapper:
         boxes = np.array(
             [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annotations], dtype=np.float64
         ).reshape(-1, 4)
-        aug_input = T.AugInput(image, boxes=boxes)
-        transforms = self.augmentations(aug_input)
-        image = aug_input.image
-        instances = self.annotations_to_instances(annotations, boxes, transforms, image.shape[:2])
-        if len(instances) == 0:
-            return None
-        dataset_dict["image"] = _to_chw_tensor(image)
+        for attempt in range(self.max_retries + 1):
+            augmentations = self.augmentations if attempt < self.max_retries else self.fallback_augmentations
+            aug_input = T.AugInput(image, boxes=boxes)
+            transforms = augmentations(aug_input)
+            instances = self.annotations_to_instances(annotations, boxes, transforms, aug_input.image.shape[:2])
+            if len(instances) > 0 or not annotations:  # nothing to keep: no point in re-drawing
+                break
+        dataset_dict["image"] = _to_chw_tensor(aug_input.image)
         dataset_dict["instances"] = instances
         return dataset_dict
 
@@ -114,7 +124,7 @@ class TextSpottingDatasetMapper:
         beziers = np.array([a["beziers"] for a in annotations], dtype=np.float64).reshape(n, 16)
         beziers = transforms.apply_coords(beziers.reshape(-1, 2)).reshape(n, 16)
         if any(isinstance(t, T.RotationTransform) for t in transforms):
-            points = bezier_to_polygon(beziers).reshape(n, -1, 2)
+            points = bezier_to_polygon(beziers).reshape(n, 16, 2)
             boxes = np.concatenate([points.min(axis=1), points.max(axis=1)], axis=1)
         else:
             boxes = transforms.apply_box(boxes)

@@ -12,7 +12,7 @@ exactly the top Bezier and its bottom edge the same curve shifted by H: the rend
 exactly the region bounded by the two labelled curves.
 
 Output under ``<root>`` (default ``$DETECTRON2_DATASETS/synthetic_text``, a git-ignored cache):
-``{train,test}.json`` (COCO-text), ``images/{train,test}/*.png``, ``gt_synthetic_text_{train,test}.zip``
+``{train,test}.json`` (COCO-text), ``images/{train,test}/*.jpg``, ``gt_synthetic_text_{train,test}.zip``
 (official eval GT format) and ``lexicons/{lexicon.txt,pair_list.txt}``. The json ``info`` records the
 generator version and parameters; a cache that does not match is regenerated.
 """
@@ -30,7 +30,7 @@ from .eval_gt import DONT_CARE, write_eval_gt_zip
 from .text_utils import EN_CHARACTERS, CharVocabulary, bernstein_weights, bezier_to_polygon
 
 SYNTHETIC_DIRNAME = "synthetic_text"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SPLITS = {"train": (200, 0), "test": (40, 1)}  # split -> (number of images, seed)
 MAX_TEXT_LEN = 25
 
@@ -131,8 +131,8 @@ def write_synthetic_split(root: str, split: str, num_images: int, seed: int) -> 
     for index in range(num_images):
         image_id = index + 1
         image, instances = render_synthetic_image(np.random.default_rng([seed, index]))
-        file_name = f"{split}_{image_id:05d}.png"
-        cv2.imwrite(os.path.join(paths["image_root"], file_name), image[:, :, ::-1])  # RGB -> BGR for cv2
+        file_name = f"{split}_{image_id:05d}.jpg"
+        cv2.imwrite(os.path.join(paths["image_root"], file_name), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
         images.append({"id": image_id, "file_name": file_name, "height": image.shape[0], "width": image.shape[1]})
         gt_by_image[image_id] = []
         for inst in instances:
@@ -192,8 +192,8 @@ def render_synthetic_image(rng: np.random.Generator, return_masks: bool = False)
         masks.append(coverage)
     if rng.random() < 0.3:  # mild blur and sensor noise, as in photos
         image = cv2.GaussianBlur(image, (3, 3), 0)
-    noise = rng.normal(0, rng.uniform(0, 6), image.shape)
-    image = np.clip(image.astype(np.float64) + noise, 0, 255).astype(np.uint8)
+    noise = rng.standard_normal(image.shape, dtype=np.float32) * np.float32(rng.uniform(0, 6))
+    image = np.clip(image + noise, 0, 255).astype(np.uint8)
     return (image, instances, masks) if return_masks else (image, instances)
 
 
@@ -272,15 +272,22 @@ def _place_word(rng, image, occupied, dont_care: bool) -> Optional[Tuple[str, Li
         cv2.fillPoly(footprint, [region], 1)
         if (footprint & cv2.dilate(occupied, np.ones((7, 7), np.uint8))).any():
             continue
-        coverage = _warp_strip(strip, length, top[:, 1], rot, centre, (h, w))
-        _composite(rng, image, coverage, dont_care)
+        # Only the region's bounding box (plus a margin) can receive glyph pixels.
+        x0, y0 = np.maximum(region.min(axis=0) - 2, 0)
+        x1, y1 = np.minimum(region.max(axis=0) + 3, [w, h])
+        coverage = np.zeros((h, w), np.uint8)
+        coverage[y0:y1, x0:x1] = _warp_strip(strip, length, top[:, 1], rot, centre - [x0, y0], (y1 - y0, x1 - x0))
+        _composite(rng, image[y0:y1, x0:x1], coverage[y0:y1, x0:x1], dont_care)
         occupied |= footprint
         return text, beziers.tolist(), coverage
     return None
 
 
 def _warp_strip(strip, length, top_y, rot, centre, shape) -> np.ndarray:
-    """Inverse-map every image pixel into the strip (closed form, see the module docstring)."""
+    """Inverse-map every pixel of a ``shape`` window into the strip (closed form, see the module docstring).
+
+    ``centre`` is the word centre in window coordinates.
+    """
     strip_h, strip_w = strip.shape
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float64) + 0.5  # pixel centres
     local = np.stack([xx - centre[0], yy - centre[1]], -1) @ rot  # R^T (p - c), rot is orthonormal
