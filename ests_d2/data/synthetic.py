@@ -30,7 +30,7 @@ from .eval_gt import DONT_CARE, write_eval_gt_zip
 from .text_utils import EN_CHARACTERS, CharVocabulary, bernstein_weights, bezier_to_polygon
 
 SYNTHETIC_DIRNAME = "synthetic_text"
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SPLITS = {"train": (200, 0), "test": (40, 1)}  # split -> (number of images, seed)
 MAX_TEXT_LEN = 25
 
@@ -136,7 +136,7 @@ def write_synthetic_split(root: str, split: str, num_images: int, seed: int) -> 
         images.append({"id": image_id, "file_name": file_name, "height": image.shape[0], "width": image.shape[1]})
         gt_by_image[image_id] = []
         for inst in instances:
-            polys = bezier_to_polygon(inst["beziers"])
+            polys = np.asarray(_round(bezier_to_polygon(inst["beziers"])))  # json and GT zip share the values
             crowd = inst["text"] == DONT_CARE
             annotations.append({
                 "id": len(annotations) + 1,
@@ -145,7 +145,7 @@ def write_synthetic_split(root: str, split: str, num_images: int, seed: int) -> 
                 "iscrowd": int(crowd),
                 "bbox": _round(inst["bbox_xywh"]),
                 "area": round(float(Polygon(polys.reshape(-1, 2)).area), 2),
-                "segmentation": [_round(polys)],
+                "segmentation": [polys.tolist()],
                 "bezier_pts": _round(inst["beziers"]),
                 "polys": _round(polys),
                 "rec": vocab.encode(inst["text"], MAX_TEXT_LEN),
