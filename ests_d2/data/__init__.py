@@ -8,4 +8,18 @@ from .datasets import datasets_root, register_all_text_datasets, register_text_i
 from .synthetic import ensure_synthetic_text
 from .text_json import TextAnnotationError, load_text_json
 
+__all__ = [
+    "ColorJitterTransform",
+    "InstancePreservingCrop",
+    "RandomColorJitter",
+    "TextAnnotationError",
+    "TextSpottingDatasetMapper",
+    "build_text_augmentations",
+    "datasets_root",
+    "ensure_synthetic_text",
+    "load_text_json",
+    "register_all_text_datasets",
+    "register_text_instances",
+]
+
 register_all_text_datasets(datasets_root())

@@ -29,8 +29,9 @@ class TextSpottingDatasetMapper:
     """Read the image, apply the augmentations to image and Bezier control points, build ``Instances``.
 
     Train output: ``{"image": uint8 (3, H, W), "height", "width", "image_id", "file_name",
-    "instances": Instances(gt_boxes, gt_classes, gt_beziers (n, 16), gt_rec (n, T))}``. Test output: the same without ``instances``; ``height``/``width`` stay the original
-    size so that predictions are rescaled to it.
+    "instances": Instances(gt_boxes, gt_classes, gt_beziers (n, 16), gt_rec (n, T))}``.
+    Test output: the same without ``instances``; ``height``/``width`` stay the original size so that
+    predictions are rescaled to it.
     """
 
     @configurable

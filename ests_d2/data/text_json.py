@@ -22,14 +22,14 @@ from typing import Dict, List, Optional
 
 import numpy as np
 from detectron2.structures import BoxMode
-from shapely.geometry import Polygon
 
-from .text_utils import bezier_to_polygon
+from .text_utils import bernstein_weights
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TEXT_LEN = 25  # the official slot count; the mapper re-pads to MODEL.ESTS.MAX_TEXT_LEN
 _MIN_POLYGON_AREA = 1e-6  # px^2; below this the sampled boundary encloses nothing
+_SAMPLING_WEIGHTS = bernstein_weights(8).numpy()  # (8, 4): the 8 points per curve of the polygon target
 
 
 class TextAnnotationError(ValueError):
@@ -155,8 +155,8 @@ def _convert_annotation(json_file, img, ann, voc_size, max_text_len, pad_id, ski
         raise TextAnnotationError(f"{where}: polys has {len(polys)} values, expected 32")
 
     # Zero enclosed area covers all-equal control points and curves collapsed onto a line.
-    sampled = bezier_to_polygon(beziers).reshape(-1, 2)
-    if Polygon(sampled).area < _MIN_POLYGON_AREA:
+    sampled = _sample_boundary(beziers)
+    if _polygon_area(sampled) < _MIN_POLYGON_AREA:
         skipped["degenerate curves (zero-area boundary)"].append(where)
         return None
 
@@ -182,3 +182,15 @@ def _convert_annotation(json_file, img, ann, voc_size, max_text_len, pad_id, ski
     if polys is not None:
         obj["polys"] = [float(v) for v in polys]
     return obj
+
+
+def _sample_boundary(beziers: np.ndarray) -> np.ndarray:
+    """(16, 2) boundary points of one instance (plain numpy: this runs once per annotation)."""
+    ctrl = beziers.reshape(2, 4, 2)
+    return np.concatenate([_SAMPLING_WEIGHTS @ ctrl[0], _SAMPLING_WEIGHTS @ ctrl[1]])
+
+
+def _polygon_area(points: np.ndarray) -> float:
+    """Absolute shoelace area of a closed (n, 2) polygon."""
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))

@@ -104,7 +104,11 @@ def test_crop_grows_through_chains_of_boxes():
 
 @pytest.mark.parametrize(
     "size_hw, min_size, max_size, expected_hw",
-    [((1200, 1600), 800, 1333, (800, 1067)), ((400, 1600), 800, 1600, (400, 1600)), ((720, 1280), 640, 1600, (640, 1138))],
+    [
+        ((1200, 1600), 800, 1333, (800, 1067)),  # short side 800: 1600 * 800 / 1200 = 1066.7 -> 1067
+        ((400, 1600), 800, 1600, (400, 1600)),  # 3200 would exceed MAX_SIZE: long side capped at 1600
+        ((720, 1280), 640, 1600, (640, 1138)),
+    ],
 )
 def test_resize_is_exactly_resize_shortest_edge(tmp_path, size_hw, min_size, max_size, expected_hw):
     path = tmp_path / "big.jpg"
