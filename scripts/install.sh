@@ -69,7 +69,7 @@ else
   "${PIP[@]}" install wheel
   "${PIP[@]}" install --no-build-isolation "$BUILD/pb1-detectron2-0.6" \
     || die "building detectron2 failed (needs g++ and the Python headers)"
-  "$PY" -c "import detectron2.engine" || die "detectron2 was built but does not import"
+  "$PY" -W ignore -c "import detectron2.engine" || die "detectron2 was built but does not import"
 fi
 
 # 3. this project (editable) with its pure-Python dependencies; skipped when setup.py is unchanged
