@@ -5,9 +5,11 @@ import os
 import cv2
 import numpy as np
 import pytest
+from detectron2.data import MetadataCatalog
 from shapely.geometry import Polygon
 
 from ests_d2.data import synthetic
+from ests_d2.data.datasets import _load_synthetic
 from ests_d2.data.eval_gt import read_eval_gt_zip
 from ests_d2.data.text_json import load_text_json
 from ests_d2.data.text_utils import CharVocabulary, EN_CHARACTERS, bezier_to_polygon
@@ -91,3 +93,15 @@ def test_ensure_generates_once_and_regenerates_stale_caches(tmp_path, monkeypatc
     synthetic.ensure_synthetic_text(root)  # parameters changed: regenerated
     assert len(json.loads((tmp_path / "synthetic_text" / "train.json").read_text())["images"]) == 4
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temporary folder left behind
+
+
+def test_registered_loader_generates_on_first_use(tmp_path, monkeypatch):
+    monkeypatch.setattr(synthetic, "SPLITS", {"train": (2, 0), "test": (3, 1)})
+    root = str(tmp_path / "synthetic_text")
+    dicts = _load_synthetic(root, "test", "synthetic_text_test")
+    assert len(dicts) == 3 and all(a["category_id"] == 0 for d in dicts for a in d["annotations"])
+    meta = MetadataCatalog.get("synthetic_text_test")
+    assert meta.eval_protocol == "generic" and meta.evaluator_type == "text"
+    # the registered metadata points at the same file names under the default root
+    for key, path in synthetic.synthetic_paths(root, "test").items():
+        assert os.path.relpath(path, root) == os.path.relpath(meta.get(key), os.path.dirname(meta.json_file))
