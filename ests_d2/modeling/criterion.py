@@ -15,7 +15,6 @@ proposals (``_interm``: ce/bbox/giou only) and, in training with denoising, the 
 assignment (``_dn``, ``_dn_0`` ...; normaliser num_boxes * groups). Without DN queries the official code
 still reports zero ``*_dn`` placeholders for the ce/box terms, which keeps the logged key set constant.
 """
-import copy
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -211,8 +210,10 @@ class ESTSCriterion(nn.Module):
         idx = self._matched_query_index(indices)
         rec_logits = outputs["pred_rec"][idx]  # (M, T, V)
         gt_rec = torch.cat([t["rec"][j] for t, (_, j) in zip(targets, indices)])[:, : self.max_text_len]
-        # With no match the official mean over an empty set gives NaN; it never happens with GTs present.
-        loss_rec = F.cross_entropy(rec_logits.flatten(0, 1), gt_rec.flatten(0, 1).long().to(rec_logits.device))
+        if len(rec_logits) > 0:
+            loss_rec = F.cross_entropy(rec_logits.flatten(0, 1), gt_rec.flatten(0, 1).long().to(rec_logits.device))
+        else:  # no GT in the batch: the official mean over nothing is NaN; 0 keeps training (and the graph) alive
+            loss_rec = outputs["pred_rec"].sum() * 0.0
 
         pred_polygons = outputs["pred_beziers"][idx]
         gt_beziers = torch.cat([t["bezier_pts"][j] for t, (_, j) in zip(targets, indices)])
@@ -263,7 +264,8 @@ class ESTSCriterion(nn.Module):
         device = outputs["pred_logits"].device
         num_boxes = self._num_boxes(targets, device)
         dn_meta: Optional[Dict] = outputs.get("dn_meta")
-        dn_outputs = dn_meta.get("output_known_lbs_bboxes") if (self.training and dn_meta) else None
+        with_dn = self.training and bool(dn_meta) and dn_meta.get("pad_size", 0) > 0
+        dn_outputs = dn_meta.get("output_known_lbs_bboxes") if with_dn else None
         if dn_outputs is not None:
             dn_indices = self.denoising_indices(targets, dn_meta)
             dn_num_boxes = num_boxes * dn_meta["num_dn_group"]
