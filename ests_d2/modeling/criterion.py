@@ -118,6 +118,7 @@ class ESTSCriterion(nn.Module):
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
         max_text_len: int = 25,
+        aux_loss: bool = True,
     ):
         """
         Args:
@@ -125,6 +126,7 @@ class ESTSCriterion(nn.Module):
             weight_dict: weight of each term entering the total (see ``build_weight_dict``).
             focal_alpha, focal_gamma: focal loss of ``loss_ce``.
             max_text_len: recognition slots T; GT ``rec`` is truncated to its first T ids.
+            aux_loss: also compute the terms of the earlier decoder layers (``aux_outputs``).
         """
         super().__init__()
         self.matcher = matcher
@@ -132,6 +134,7 @@ class ESTSCriterion(nn.Module):
         self.focal_alpha = focal_alpha
         self.focal_gamma = focal_gamma
         self.max_text_len = max_text_len
+        self.aux_loss = aux_loss
 
     @classmethod
     def from_config(cls, cfg):
@@ -153,6 +156,7 @@ class ESTSCriterion(nn.Module):
             "focal_alpha": e.LOSS.FOCAL_ALPHA,
             "focal_gamma": e.LOSS.FOCAL_GAMMA,
             "max_text_len": e.MAX_TEXT_LEN,
+            "aux_loss": e.LOSS.AUX,
         }
 
     # ----------------------------------------------------------------------------------------------
@@ -221,7 +225,16 @@ class ESTSCriterion(nn.Module):
         loss_polygon = F.l1_loss(pred_polygons.to(torch.float64), gt_polygons, reduction="none").sum() / num_boxes
         return {"loss_rec": loss_rec, "loss_beziers": loss_polygon}
 
-    def _all_terms(self, outputs, targets, indices, num_boxes: float, with_text: bool, log: bool):
+    def output_set_losses(self, outputs, targets, indices, num_boxes: float, with_text: bool, log: bool):
+        """The unsuffixed terms of one output set under a given assignment.
+
+        Args:
+            outputs: one output set (``pred_logits``, ``pred_boxes``; ``pred_rec``, ``pred_beziers`` if
+                ``with_text``); targets: the official target dicts.
+            indices: per image ``(query_idx, target_idx)``; num_boxes: the normaliser.
+            with_text: add ``loss_rec`` / ``loss_beziers`` (not for the encoder proposals).
+            log: add ``class_error`` (the official code logs it for the last decoder layer only).
+        """
         losses = self.loss_labels(outputs, targets, indices, num_boxes, log=log)
         losses.update(self.loss_boxes(outputs, targets, indices, num_boxes))
         losses.update(self.loss_cardinality(outputs, targets))
@@ -273,17 +286,17 @@ class ESTSCriterion(nn.Module):
         def dn_terms(dn_set, suffix):
             if dn_outputs is None:
                 return {f"{k}{suffix}": torch.zeros((), device=device) for k in _DN_PLACEHOLDER_KEYS}
-            terms = self._all_terms(dn_set, targets, dn_indices, dn_num_boxes, with_text=True, log=False)
+            terms = self.output_set_losses(dn_set, targets, dn_indices, dn_num_boxes, with_text=True, log=False)
             return {f"{k}_dn{suffix}": v for k, v in terms.items()}
 
         matched = {}
         losses = dn_terms(dn_outputs, "")
         matched["last"] = self.matcher(outputs, targets)
-        losses.update(self._all_terms(outputs, targets, matched["last"], num_boxes, with_text=True, log=True))
+        losses.update(self.output_set_losses(outputs, targets, matched["last"], num_boxes, with_text=True, log=True))
 
-        for layer, aux in enumerate(outputs.get("aux_outputs", [])):
+        for layer, aux in enumerate(outputs.get("aux_outputs", []) if self.aux_loss else []):
             matched[f"aux_{layer}"] = self.matcher(aux, targets)
-            terms = self._all_terms(aux, targets, matched[f"aux_{layer}"], num_boxes, with_text=True, log=False)
+            terms = self.output_set_losses(aux, targets, matched[f"aux_{layer}"], num_boxes, with_text=True, log=False)
             losses.update({f"{k}_{layer}": v for k, v in terms.items()})
             dn_aux = dn_outputs["aux_outputs"][layer] if dn_outputs is not None else None
             losses.update(dn_terms(dn_aux, f"_{layer}"))
@@ -291,7 +304,7 @@ class ESTSCriterion(nn.Module):
         if "interm_outputs" in outputs:
             interm = outputs["interm_outputs"]
             matched["interm"] = self.matcher(interm, targets)
-            terms = self._all_terms(interm, targets, matched["interm"], num_boxes, with_text=False, log=False)
+            terms = self.output_set_losses(interm, targets, matched["interm"], num_boxes, with_text=False, log=False)
             losses.update({f"{k}_interm": v for k, v in terms.items()})
         return (losses, matched) if return_indices else losses
 

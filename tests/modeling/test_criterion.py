@@ -107,7 +107,7 @@ def test_batch_without_ground_truth_gives_finite_losses():
     sum(criterion.weighted_losses(losses).values()).backward()
 
 
-def test_all_terms_match_the_official_criterion():
+def testoutput_set_losses_match_the_official_criterion():
     """Criterion on the golden eval-mode outputs (no DN): every term, the key set, the weighted total."""
     outputs = load_golden("outputs.pth")
     targets = load_golden("inputs.pth")["targets"]
@@ -151,7 +151,7 @@ def test_denoising_terms_match_the_official_criterion(noise):
     layers.append({"pred_logits": recorded["dn_pred_logits"], "pred_boxes": recorded["dn_pred_boxes"]})
     for layer, out in enumerate(layers):
         suffix = "_dn" if layer == 5 else f"_dn_{layer}"
-        terms = criterion._all_terms(out, targets, indices, num_boxes, with_text=False, log=False)
+        terms = criterion.output_set_losses(out, targets, indices, num_boxes, with_text=False, log=False)
         for key in ("loss_ce", "loss_bbox", "loss_giou", "loss_xy", "loss_hw", "cardinality_error"):
             _assert_term(key + suffix, terms[key], ref[key + suffix])
 
@@ -160,12 +160,12 @@ def test_denoising_terms_match_the_official_criterion(noise):
     _assert_term("loss_beziers_dn", text["loss_beziers"], ref["loss_beziers_dn"])
 
     matching = {"pred_logits": recorded["matching_pred_logits"], "pred_boxes": recorded["matching_pred_boxes"]}
-    terms = criterion._all_terms(matching, targets, criterion.matcher(matching, targets), 3.0, False, log=True)
+    terms = criterion.output_set_losses(matching, targets, criterion.matcher(matching, targets), 3.0, False, log=True)
     for key in ("loss_ce", "loss_bbox", "loss_giou", "class_error", "cardinality_error"):
         _assert_term(key, terms[key], ref[key])
 
 
-def test_forward_with_denoising_outputs_reports_all_terms():
+def test_forward_with_denoising_outputs_reportsoutput_set_losses():
     """A full DN forward pass: 103 terms, the 63 weighted ones; DN ce uses every DN query."""
     torch.manual_seed(0)
     batch, nq, pad = 2, 6, 8
@@ -198,3 +198,17 @@ def test_forward_with_denoising_outputs_reports_all_terms():
     assert losses["loss_ce_dn"].item() == pytest.approx(focal.sum().item() / (3 * 2), rel=1e-5)
     # in eval mode the DN part is ignored (placeholders)
     assert criterion.eval()(outputs, targets)["loss_ce_dn"].item() == 0.0
+
+
+def test_aux_terms_can_be_switched_off():
+    outputs = load_golden("outputs.pth")
+    targets = load_golden("inputs.pth")["targets"]
+    cfg = get_cfg()
+    add_ests_config(cfg)
+    cfg.MODEL.ESTS.LOSS.AUX = False
+    criterion = ESTSCriterion(cfg).train()
+    losses = criterion({**outputs, "dn_meta": None}, targets)
+    assert not any(k.endswith(f"_{i}") for k in losses for i in range(5))
+    # without DN outputs only the zero ce/bbox/giou DN placeholders are reported
+    assert set(criterion.weighted_losses(losses)) == set(criterion.weight_dict) - {"loss_rec_dn", "loss_beziers_dn"}
+    assert len(criterion.weight_dict) == 13
