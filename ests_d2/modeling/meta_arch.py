@@ -5,15 +5,27 @@ import torch
 import torch.nn.functional as F
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, build_backbone
-from detectron2.structures import ImageList
+from detectron2.structures import ImageList, Instances
+from detectron2.utils.events import get_event_storage
 from torch import nn
 
 from ..data.text_utils import CharVocabulary
+from .criterion import ESTSCriterion
 from .denoising import build_denoising, split_denoising_outputs
+from .postprocess import ESTSPostProcess, result_to_instances
 from .position_encoding import PositionEmbeddingSine2D
 from .transformer import ESTSTransformer
 
 __all__ = ["ESTS"]
+
+
+def _log_unweighted_terms(terms: Dict[str, torch.Tensor]):
+    """Send the logged-only criterion terms (class_error, ...) to the event storage, when training runs in one."""
+    try:
+        storage = get_event_storage()
+    except AssertionError:  # no EventStorage context (e.g. a plain forward in a test)
+        return
+    storage.put_scalars(**{k: float(v) for k, v in terms.items()}, smoothing_hint=False)
 
 
 @META_ARCH_REGISTRY.register()
@@ -92,9 +104,6 @@ class ESTS(nn.Module):
             roi_output_size=tuple(e.ROI_OUTPUT_SIZE), attn_fp32=e.DEFORM_ATTN_FP32,
             activation_checkpoint=e.ACTIVATION_CHECKPOINT,
         )
-        from .criterion import ESTSCriterion
-        from .postprocess import ESTSPostProcess
-
         return {
             "backbone": backbone,
             "in_features": cfg.MODEL.RESNETS.OUT_FEATURES,
@@ -175,6 +184,68 @@ class ESTS(nn.Module):
         out.update(layers[-1])
         out["aux_outputs"] = layers[:-1]
         return out
+
+    def official_targets(self, instances_list, image_sizes) -> List[Dict[str, torch.Tensor]]:
+        """detectron2 ``Instances`` (absolute pixels of the transformed image) -> official target dicts.
+
+        ``labels = gt_classes + 1`` (the official head trains class 1 for text), ``boxes`` cxcywh and
+        ``bezier_pts`` normalised by the unpadded image size, ``rec`` the class ids.
+        """
+        targets = []
+        for instances, (height, width) in zip(instances_list, image_sizes):
+            for field in ("gt_boxes", "gt_classes", "gt_beziers", "gt_rec"):
+                if not instances.has(field):
+                    raise ValueError(f"training instances lack the field '{field}' (see the mapper contract in "
+                                     "docs/ARCHITECTURE.md)")
+            instances = instances.to(self.device)
+            scale = torch.tensor([width, height, width, height], dtype=torch.float32, device=self.device)
+            x0, y0, x1, y1 = instances.gt_boxes.tensor.float().unbind(-1)
+            boxes = torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1) / scale
+            targets.append({
+                "labels": instances.gt_classes.long() + 1,
+                "boxes": boxes,
+                "bezier_pts": instances.gt_beziers.float() / scale[:2].repeat(8),
+                "rec": instances.gt_rec.long(),
+            })
+        return targets
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs: detectron2 dicts with a uint8 ``image`` (3, H, W) in INPUT.FORMAT, ``instances``
+                (training) and optional ``height``/``width`` (the original size to report results in).
+        Returns:
+            training: dict of weighted loss terms (their sum is the official total loss);
+            inference: one ``{"instances": Instances}`` per image (fields in docs/ARCHITECTURE.md).
+        """
+        images = [self.normalize(x["image"]) for x in batched_inputs]
+        image_list, mask = self.batch_images(images)
+        if not self.training:
+            outputs = self.network(image_list.tensor, mask)
+            return self.inference(outputs, batched_inputs, image_list.image_sizes)
+        if self.criterion is None:
+            raise RuntimeError("ESTS was built without a criterion and cannot be trained")
+        if any("instances" not in x for x in batched_inputs):
+            raise ValueError("training inputs need 'instances' (gt_boxes, gt_classes, gt_beziers, gt_rec)")
+        targets = self.official_targets([x["instances"] for x in batched_inputs], image_list.image_sizes)
+        dn_queries = self.denoising(targets, self.label_enc) if self.denoising is not None else None
+        outputs = self.network(image_list.tensor, mask, dn_queries)
+        terms = self.criterion(outputs, targets)
+        weighted = self.criterion.weighted_losses(terms)
+        _log_unweighted_terms({k: v for k, v in terms.items() if k not in weighted})
+        return weighted
+
+    def inference(self, outputs: Dict, batched_inputs: List[Dict], image_sizes) -> List[Dict[str, Instances]]:
+        """Top-``NUM_SELECT`` detections per image in original-image coordinates (no score threshold).
+
+        Predictions are normalised by the unpadded input size, so scaling them by the original
+        (``height``, ``width``) undoes the test-time resize.
+        """
+        if self.postprocess is None:
+            raise RuntimeError("ESTS was built without a post-processor and cannot run inference")
+        original_sizes = [(x.get("height", h), x.get("width", w)) for x, (h, w) in zip(batched_inputs, image_sizes)]
+        results = self.postprocess(outputs, torch.tensor(original_sizes, device=self.device))
+        return [{"instances": result_to_instances(r, size, self.vocabulary)} for r, size in zip(results, original_sizes)]
 
     def official_forward(self, images: List[torch.Tensor], dn_queries: Optional[Dict] = None) -> Dict:
         """``network`` on a list of normalised (3, h_i, w_i) images (the official ``model(samples)``)."""

@@ -32,5 +32,6 @@ def tiny_ests_cfg():
     cfg.MODEL.ESTS.DEC_LAYERS = 2
     cfg.MODEL.ESTS.DIM_FEEDFORWARD = 256
     cfg.MODEL.ESTS.NUM_QUERIES = 20
+    cfg.MODEL.ESTS.NUM_SELECT = 20
     cfg.MODEL.ESTS.DN.NUMBER = 10
     return cfg
