@@ -179,7 +179,10 @@ def check_against_model(converted: Mapping[str, torch.Tensor], model_state: Mapp
     """
     problems = []
     rec_key = "transformer.decoder.rec_cls.weight"
-    if rec_key in converted and rec_key in model_state and converted[rec_key].shape != model_state[rec_key].shape:
+    vocab_keys = {rec_key, "transformer.decoder.rec_cls.bias", "transformer.decoder.rec_proj.weight"}
+    vocab_mismatch = (rec_key in converted and rec_key in model_state
+                      and converted[rec_key].shape != model_state[rec_key].shape)
+    if vocab_mismatch:
         problems.append(
             f"recognition vocabulary mismatch: the checkpoint has {converted[rec_key].shape[0]} recognition classes, "
             f"the model {model_state[rec_key].shape[0]} (set MODEL.ESTS.VOC_SIZE / CUSTOM_DICT to the checkpoint's "
@@ -192,7 +195,9 @@ def check_against_model(converted: Mapping[str, torch.Tensor], model_state: Mapp
     if unexpected:
         problems.append(f"{len(unexpected)} checkpoint key(s) the model does not have: {', '.join(unexpected)}")
     for name in sorted(set(model_state) & set(converted)):
-        if name != rec_key and tuple(converted[name].shape) != tuple(model_state[name].shape):
+        if vocab_mismatch and name in vocab_keys:
+            continue
+        if tuple(converted[name].shape) != tuple(model_state[name].shape):
             problems.append(f"shape mismatch for '{name}': checkpoint {tuple(converted[name].shape)}, "
                             f"model {tuple(model_state[name].shape)}")
     return problems
