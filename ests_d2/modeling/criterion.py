@@ -26,7 +26,8 @@ from torchvision.ops import sigmoid_focal_loss
 from detectron2.config import configurable
 from detectron2.utils import comm
 
-from .matcher import HungarianMatcher, box_cxcywh_to_xyxy, generalized_box_iou
+from .layers import box_cxcywh_to_xyxy
+from .matcher import HungarianMatcher, generalized_box_iou
 
 __all__ = ["ESTSCriterion", "official_polygon_targets", "build_weight_dict"]
 

@@ -18,12 +18,9 @@ from torch import nn
 
 from detectron2.config import configurable
 
+from .layers import inverse_sigmoid
+
 __all__ = ["ContrastiveDenoising", "build_denoising", "split_denoising_outputs", "denoising_attention_mask"]
-
-
-def _inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    x = x.clamp(min=0, max=1)
-    return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
 def denoising_attention_mask(pad_size: int, num_groups: int, num_queries: int, device=None) -> torch.Tensor:
@@ -120,7 +117,7 @@ class ContrastiveDenoising(nn.Module):
             corners = corners + magnitude * half_wh.repeat(1, 2) * self.box_noise_scale
             corners = corners.clamp(min=0.0, max=1.0)
             boxes = torch.cat([(corners[:, :2] + corners[:, 2:]) / 2, corners[:, 2:] - corners[:, :2]], dim=1)
-        return labels, _inverse_sigmoid(boxes)
+        return labels, inverse_sigmoid(boxes)
 
     def forward(self, targets: List[Dict], label_enc: nn.Embedding,
                 recorded_noise: Optional[Tuple[torch.Tensor, torch.Tensor]] = None) -> Dict:

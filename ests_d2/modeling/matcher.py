@@ -16,13 +16,9 @@ from torch import nn
 
 from detectron2.config import configurable
 
-__all__ = ["HungarianMatcher", "box_cxcywh_to_xyxy", "generalized_box_iou"]
+from .layers import box_cxcywh_to_xyxy
 
-
-def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
-    """(..., 4) (cx, cy, w, h) -> (..., 4) (x0, y0, x1, y1)."""
-    cx, cy, w, h = boxes.unbind(-1)
-    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=-1)
+__all__ = ["HungarianMatcher", "generalized_box_iou"]
 
 
 def generalized_box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:

@@ -4,7 +4,7 @@ The official selection is a top-``num_select`` over all flattened (query, class)
 sigmoid(pred_logits), with no score threshold and no NMS: the text evaluator applies the dataset's
 detection and recognition-confidence thresholds afterwards.
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -13,7 +13,7 @@ from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 
 from ..data.text_utils import CharVocabulary
-from .matcher import box_cxcywh_to_xyxy
+from .layers import box_cxcywh_to_xyxy
 
 __all__ = ["ESTSPostProcess", "result_to_instances"]
 

@@ -7,7 +7,7 @@ import torch
 from detectron2.config import get_cfg
 
 from ests_d2.config import add_ests_config
-from ests_d2.modeling.matcher import HungarianMatcher, box_cxcywh_to_xyxy, generalized_box_iou
+from ests_d2.modeling.matcher import HungarianMatcher, generalized_box_iou
 from tests.shared_paths import load_golden, require_golden_file
 
 
@@ -27,10 +27,6 @@ def test_generalized_box_iou_hand_computed():
 def test_generalized_box_iou_rejects_inverted_boxes():
     with pytest.raises(ValueError, match="x1 >= x0"):
         generalized_box_iou(torch.tensor([[1.0, 0.0, 0.0, 1.0]]), torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
-
-
-def test_box_conversion():
-    assert torch.allclose(box_cxcywh_to_xyxy(torch.tensor([0.5, 0.4, 0.2, 0.6])), torch.tensor([0.4, 0.1, 0.6, 0.7]))
 
 
 def test_class_cost_is_the_focal_difference():
