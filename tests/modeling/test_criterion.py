@@ -212,3 +212,18 @@ def test_aux_terms_can_be_switched_off():
     # without DN outputs only the zero ce/bbox/giou DN placeholders are reported
     assert set(criterion.weighted_losses(losses)) == set(criterion.weight_dict) - {"loss_rec_dn", "loss_beziers_dn"}
     assert len(criterion.weight_dict) == 13
+
+
+def test_num_boxes_is_the_mean_over_workers(monkeypatch):
+    """With 2 workers holding 3 and 5 GTs, every worker normalises by 4 (all-reduce sum / world size)."""
+    from detectron2.utils import comm
+
+    def all_reduce(tensor):
+        tensor += 5.0  # the other worker's count
+
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    targets = [{"labels": torch.ones(2, dtype=torch.int64)}, {"labels": torch.ones(1, dtype=torch.int64)}]
+    assert _criterion()._num_boxes(targets, torch.device("cpu")) == 4.0
+    monkeypatch.setattr(comm, "get_world_size", lambda: 1)
+    assert _criterion()._num_boxes([{"labels": torch.zeros(0)}], torch.device("cpu")) == 1.0  # clamped
