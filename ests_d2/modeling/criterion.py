@@ -170,7 +170,7 @@ class ESTSCriterion(nn.Module):
         return batch, query
 
     def loss_labels(self, outputs, targets, indices, num_boxes: float, log: bool) -> Dict[str, torch.Tensor]:
-        logits = outputs["pred_logits"]
+        logits = outputs["pred_logits"].float()  # losses in float32 even when the heads ran under autocast
         idx = self._matched_query_index(indices)
         matched_labels = torch.cat([t["labels"][j] for t, (_, j) in zip(targets, indices)]).to(logits.device)
         onehot = torch.zeros_like(logits)
@@ -200,7 +200,7 @@ class ESTSCriterion(nn.Module):
         return {"cardinality_error": F.l1_loss(num_pred, num_targets)}
 
     def loss_boxes(self, outputs, targets, indices, num_boxes: float) -> Dict[str, torch.Tensor]:
-        pred = outputs["pred_boxes"][self._matched_query_index(indices)]
+        pred = outputs["pred_boxes"][self._matched_query_index(indices)].float()
         gt = torch.cat([t["boxes"][j] for t, (_, j) in zip(targets, indices)]).to(pred)
         l1 = F.l1_loss(pred, gt, reduction="none")
         giou = torch.diag(generalized_box_iou(box_cxcywh_to_xyxy(pred), box_cxcywh_to_xyxy(gt)))
@@ -213,7 +213,7 @@ class ESTSCriterion(nn.Module):
     def loss_text(self, outputs, targets, indices, num_boxes: float) -> Dict[str, torch.Tensor]:
         """``loss_rec`` (per-slot CE, mean) and ``loss_beziers`` (float64 polygon L1 / num_boxes)."""
         idx = self._matched_query_index(indices)
-        rec_logits = outputs["pred_rec"][idx]  # (M, T, V)
+        rec_logits = outputs["pred_rec"][idx].float()  # (M, T, V)
         gt_rec = torch.cat([t["rec"][j] for t, (_, j) in zip(targets, indices)])[:, : self.max_text_len]
         if len(rec_logits) > 0:
             loss_rec = F.cross_entropy(rec_logits.flatten(0, 1), gt_rec.flatten(0, 1).long().to(rec_logits.device))

@@ -92,8 +92,10 @@ class HungarianMatcher(nn.Module):
         """The matching cost of every image: a list of B float32 CPU tensors of shape (Nq, n_i)."""
         batch_size, num_queries = outputs["pred_logits"].shape[:2]
         # As the official code: one batched cost over all targets of the batch, then split per image.
-        prob = outputs["pred_logits"].flatten(0, 1).sigmoid()
-        pred_boxes = outputs["pred_boxes"].flatten(0, 1)
+        # float32 even under autocast: in half precision log(1 - p + 1e-8) reaches -inf for confident
+        # queries and the assignment becomes infeasible.
+        prob = outputs["pred_logits"].flatten(0, 1).float().sigmoid()
+        pred_boxes = outputs["pred_boxes"].flatten(0, 1).float()
         tgt_labels = torch.cat([t["labels"] for t in targets]).long()
         tgt_boxes = torch.cat([t["boxes"] for t in targets]).to(pred_boxes)
 

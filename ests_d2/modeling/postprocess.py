@@ -52,7 +52,7 @@ class ESTSPostProcess(nn.Module):
 
     @torch.no_grad()
     def forward(self, outputs: Dict[str, torch.Tensor], target_sizes) -> List[Dict[str, torch.Tensor]]:
-        logits = outputs["pred_logits"]
+        logits = outputs["pred_logits"].float()  # scores in float32 even when the heads ran in half precision
         batch, num_queries, num_classes = logits.shape
         target_sizes = torch.as_tensor(target_sizes, device=logits.device)
         if target_sizes.shape != (batch, 2):
@@ -68,12 +68,12 @@ class ESTSPostProcess(nn.Module):
             index = query_index.view(batch, -1, *([1] * (t.dim() - 2))).expand(-1, -1, *t.shape[2:])
             return torch.gather(t, 1, index)
 
-        rec_prob = gather(outputs["pred_rec"]).softmax(-1)
+        rec_prob = gather(outputs["pred_rec"].float()).softmax(-1)
         rec_score, rec = rec_prob.max(-1)
         height, width = target_sizes.unbind(1)
         scale = torch.stack([width, height, width, height], dim=1)[:, None, :]
-        boxes = gather(box_cxcywh_to_xyxy(outputs["pred_boxes"])) * scale
-        polygons = gather(outputs["pred_beziers"])
+        boxes = gather(box_cxcywh_to_xyxy(outputs["pred_boxes"].float())) * scale
+        polygons = gather(outputs["pred_beziers"].float())
         num_points = polygons.shape[-1] // 2
         polygons = polygons * scale[..., :2].repeat(1, 1, num_points)
         return [

@@ -101,3 +101,16 @@ def test_costs_and_assignments_match_the_official_code():
             assert rows.tolist() == ref_pairs["query_index"], (name, image)
             assert cols.tolist() == ref_pairs["gt_index"], (name, image)
             assert cost[rows, cols].tolist() == pytest.approx(ref_pairs["cost"], abs=1e-5)
+
+
+def test_half_precision_outputs_are_matched_in_float32():
+    """Confident float16 logits would give log(0) = -inf costs without the float32 cast."""
+    matcher = HungarianMatcher(cost_class=2.0, cost_bbox=5.0, cost_giou=2.0)
+    logits = torch.tensor([[[-20.0, 20.0], [-20.0, -20.0], [20.0, 20.0]]])
+    boxes = torch.tensor([[[0.5, 0.5, 0.2, 0.2], [0.3, 0.3, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]]])
+    targets = [_target([1, 1], [[0.5, 0.5, 0.2, 0.2], [0.7, 0.7, 0.2, 0.2]])]
+    half = {"pred_logits": logits.half(), "pred_boxes": boxes.half()}
+    cost = matcher.cost_matrices(half, targets)[0]
+    assert cost.dtype == torch.float32 and torch.isfinite(cost).all()
+    full = matcher({"pred_logits": logits, "pred_boxes": boxes}, targets)
+    assert [t.tolist() for t in matcher(half, targets)[0]] == [t.tolist() for t in full[0]] == [[0, 2], [0, 1]]
