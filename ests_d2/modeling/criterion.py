@@ -41,7 +41,9 @@ _POLYGON_WEIGHTS = np.stack(
         _POLYGON_SAMPLES**3,
     ]
 )  # (4, 8)
-_DN_PLACEHOLDER_KEYS = ("loss_bbox_dn", "loss_giou_dn", "loss_ce_dn", "loss_xy_dn", "loss_hw_dn", "cardinality_error_dn")
+_DN_PLACEHOLDER_KEYS = (
+    "loss_bbox_dn", "loss_giou_dn", "loss_ce_dn", "loss_xy_dn", "loss_hw_dn", "cardinality_error_dn"
+)
 
 
 def official_polygon_targets(beziers: torch.Tensor) -> torch.Tensor:

@@ -91,7 +91,7 @@ class ContrastiveDenoising(nn.Module):
                 f"box_noise_scale={self.box_noise_scale}, num_classes={self.num_classes}")
 
     def num_groups(self, max_gt_per_image: int) -> int:
-        """Official rule: 2 * dn_number // (2 g) groups for a budget of at least 100, else dn_number * 2."""
+        """Official rule: (2 dn_number) // (2 g) if 2 dn_number >= 100, else 2 dn_number; at least 1 (1 if g = 0)."""
         budget = 2 * self.dn_number
         if max_gt_per_image == 0:
             return 1

@@ -112,7 +112,8 @@ class HungarianMatcher(nn.Module):
         return [c[i] for i, c in enumerate(cost.split(sizes, dim=-1))]
 
     @torch.no_grad()
-    def forward(self, outputs: Dict[str, torch.Tensor], targets: Sequence[Dict]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, outputs: Dict[str, torch.Tensor],
+                targets: Sequence[Dict]) -> List[Tuple[torch.Tensor, torch.Tensor]]:
         """
         Returns:
             B pairs ``(query_idx, target_idx)`` of int64 CPU tensors of length min(Nq, n_i): query

@@ -149,11 +149,12 @@ def test_recorded_noise_is_injected_as_given():
     recorded = dn["official_noise"]
     label_enc = nn.Embedding(3, 256)
     state = torch.get_rng_state()
-    queries = _builder()(targets, label_enc, recorded_noise=(recorded["slot_label"], recorded["input_query_bbox_unsig"]))
+    noise = (recorded["slot_label"], recorded["input_query_bbox_unsig"])
+    queries = _builder()(targets, label_enc, recorded_noise=noise)
     assert torch.equal(torch.get_rng_state(), state)  # nothing drawn
     assert torch.equal(queries["boxes_unsig"], recorded["input_query_bbox_unsig"])
     assert torch.equal(queries["slot_label"], recorded["slot_label"])
     filled = recorded["slot_label"] >= 0
     assert torch.equal(queries["content"][filled], label_enc.weight[recorded["slot_label"][filled]])
     with pytest.raises(ValueError, match="recorded DN noise"):
-        _builder()(targets[:1], label_enc, recorded_noise=(recorded["slot_label"], recorded["input_query_bbox_unsig"]))
+        _builder()(targets[:1], label_enc, recorded_noise=noise)
