@@ -107,7 +107,7 @@ def test_batch_without_ground_truth_gives_finite_losses():
     sum(criterion.weighted_losses(losses).values()).backward()
 
 
-def testoutput_set_losses_match_the_official_criterion():
+def test_all_terms_match_the_official_criterion():
     """Criterion on the golden eval-mode outputs (no DN): every term, the key set, the weighted total."""
     outputs = load_golden("outputs.pth")
     targets = load_golden("inputs.pth")["targets"]
@@ -165,7 +165,7 @@ def test_denoising_terms_match_the_official_criterion(noise):
         _assert_term(key, terms[key], ref[key])
 
 
-def test_forward_with_denoising_outputs_reportsoutput_set_losses():
+def test_forward_with_denoising_outputs_reports_all_terms():
     """A full DN forward pass: 103 terms, the 63 weighted ones; DN ce uses every DN query."""
     torch.manual_seed(0)
     batch, nq, pad = 2, 6, 8
