@@ -109,6 +109,9 @@ class ESTSTransformer(nn.Module):
                 f"MODEL.ESTS.ROI_OUTPUT_SIZE columns ({roi_output_size[1]}) must equal MAX_TEXT_LEN ({max_text_len}):"
                 " every RoI column initialises one recognition slot"
             )
+        if num_feature_levels < num_roi_levels:
+            raise ValueError(f"MODEL.ESTS.NUM_FEATURE_LEVELS ({num_feature_levels}) must be at least {num_roi_levels}: "
+                             "the recognition queries are pooled from the finest three projected levels")
         self.d_model = d_model
         self.num_queries = num_queries
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))

@@ -33,5 +33,5 @@ def tiny_ests_cfg():
     cfg.MODEL.ESTS.DIM_FEEDFORWARD = 256
     cfg.MODEL.ESTS.NUM_QUERIES = 20
     cfg.MODEL.ESTS.NUM_SELECT = 20
-    cfg.MODEL.ESTS.DN.NUMBER = 10
+    cfg.MODEL.ESTS.DN.NUMBER = 2  # 4 DN groups
     return cfg

@@ -19,15 +19,15 @@ def _training_input(height, width, words, seed):
     boxes, beziers = [], []
     for i, _ in enumerate(words):
         x0, y0 = 10.0 + 40 * i, 12.0 + 30 * i
-        x1, y1 = x0 + 60, y0 + 20
+        x1, y1 = min(x0 + 60, width - 1), min(y0 + 20, height - 1)
         boxes.append([x0, y0, x1, y1])
         top = torch.linspace(x0, x1, 4)
         beziers.append(torch.stack([torch.cat([top, top.flip(0)]),
                                     torch.tensor([y0] * 4 + [y1] * 4)], 1).flatten())
-    instances.gt_boxes = Boxes(torch.tensor(boxes))
+    instances.gt_boxes = Boxes(torch.tensor(boxes).reshape(-1, 4))
     instances.gt_classes = torch.zeros(len(words), dtype=torch.int64)
-    instances.gt_beziers = torch.stack(beziers).float()
-    instances.gt_rec = torch.tensor([vocab.encode(w, 25) for w in words], dtype=torch.int64)
+    instances.gt_beziers = torch.stack(beziers).float() if words else torch.zeros(0, 16)
+    instances.gt_rec = torch.tensor([vocab.encode(w, 25) for w in words], dtype=torch.int64).reshape(-1, 25)
     image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=gen)
     return {"image": image, "height": height, "width": width, "image_id": seed, "instances": instances}
 
@@ -58,6 +58,35 @@ def test_training_forward_gives_finite_weighted_losses_and_gradients(tiny_model)
     assert model.backbone.stem.conv1.weight.grad is None
     assert model.backbone.res3[0].conv1.weight.grad is not None
     model.zero_grad(set_to_none=True)
+
+
+def test_training_with_images_without_text(tiny_model):
+    model = tiny_model.train()
+    empty = _training_input(64, 96, [], 3)
+    losses = model([empty, _training_input(96, 64, ["a"], 4)])
+    assert all(math.isfinite(float(v.detach())) for v in losses.values())
+    losses = model([empty])  # no GT at all: no DN queries, the DN terms are the official zero placeholders
+    assert all(math.isfinite(float(v.detach())) for v in losses.values())
+    assert float(losses["loss_bbox"].detach()) == 0.0
+
+
+def test_activation_checkpointing_gives_the_same_losses_and_gradients():
+    cfg = tiny_ests_cfg()
+    cfg.MODEL.ESTS.DN.ENABLED = False
+    torch.manual_seed(0)
+    plain = build_model(cfg).train()
+    cfg.MODEL.ESTS.ACTIVATION_CHECKPOINT = True
+    recomputing = build_model(cfg).train()
+    recomputing.load_state_dict(plain.state_dict())
+    batch = [_training_input(64, 96, ["TOAST"], 5)]
+    grads = []
+    for model in (plain, recomputing):
+        losses = model(batch)
+        sum(losses.values()).backward()
+        grads.append((losses, model.transformer.encoder.layers[0].linear1.weight.grad.clone()))
+    (l0, g0), (l1, g1) = grads
+    assert all(torch.allclose(l0[k], l1[k], atol=1e-6) for k in l0)
+    assert torch.allclose(g0, g1, atol=1e-6)
 
 
 def test_inference_returns_instances_in_original_coordinates(tiny_model):
