@@ -31,18 +31,28 @@ def ms_deform_attn_sample(
     batch, _, num_heads, head_dim = value.shape
     _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
     value_per_level = value.split([h * w for h, w in spatial_shapes], dim=1)
-    # (B, Lq, M, L, P, 2) -> (B*M, Lq, L, P, 2) in grid_sample's [-1, 1] convention
-    grids = (2 * sampling_locations - 1).transpose(1, 2).flatten(0, 1)
-    weights = attention_weights.transpose(1, 2).flatten(0, 1)  # (B*M, Lq, L, P)
+    # level-major layouts so that every per-level slice below is contiguous (one copy each, not one per level)
+    grids = (2 * sampling_locations - 1).permute(0, 2, 3, 1, 4, 5).reshape(
+        batch * num_heads, num_levels, num_queries, num_points, 2
+    )
+    weights = attention_weights.permute(0, 2, 3, 1, 4).reshape(batch * num_heads, num_levels, num_queries, num_points)
+    # without autograd the sampled values can be weighted in place (saves one (B*M, Dh, Lq, P) buffer per level)
+    in_place = not (torch.is_grad_enabled() and (value.requires_grad or sampling_locations.requires_grad
+                                                 or attention_weights.requires_grad))
     output = None
     for level, (height, width) in enumerate(spatial_shapes):
         # (B, H*W, M, Dh) -> (B*M, Dh, H, W)
         value_l = value_per_level[level].flatten(2).transpose(1, 2).reshape(batch * num_heads, head_dim, height, width)
         sampled = F.grid_sample(
-            value_l, grids[:, :, level], mode="bilinear", padding_mode="zeros", align_corners=False
+            value_l, grids[:, level], mode="bilinear", padding_mode="zeros", align_corners=False
         )  # (B*M, Dh, Lq, P)
-        contribution = (sampled * weights[:, None, :, level]).sum(-1)  # (B*M, Dh, Lq)
-        output = contribution if output is None else output + contribution
+        level_weights = weights[:, level].unsqueeze(1)
+        weighted = sampled.mul_(level_weights) if in_place else sampled * level_weights
+        contribution = weighted.sum(-1)  # (B*M, Dh, Lq)
+        if output is None:
+            output = contribution
+        else:
+            output += contribution
     return output.view(batch, num_heads * head_dim, num_queries).transpose(1, 2)
 
 
