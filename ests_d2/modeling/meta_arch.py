@@ -165,7 +165,9 @@ class ESTS(nn.Module):
                 ``num_dn_group``).
         Returns:
             the official output dict (contract in docs/ARCHITECTURE.md); with DN queries the DN part is in
-            ``dn_meta['output_known_lbs_bboxes']``.
+            ``dn_meta['output_known_lbs_bboxes']``. Also ``topk_index`` (B, Nq) selected encoder tokens,
+            ``anchors_unsig`` (B, Nd + Nq, 4) decoder input boxes and ``roi_levels`` (B, Nd + Nq) RoI pooler
+            levels, for inspection and parity checks.
         """
         srcs, masks, pos = self._multiscale_features(images, mask)
         dn_content = dn_boxes = instance_mask = None
