@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convert an official ESTextSpotter checkpoint into a detectron2 checkpoint of ests-d2's ``ESTS``.
 
-    python tools/convert_official_weights.py official.pth output.pth [--config-file cfg.yaml [KEY VALUE ...]]
+    python tools/convert_official_weights.py official.pth output.pth [--config-file cfg.yaml] [KEY VALUE ...]
 
 The input is what the official ``main.py`` saves (``{'model', 'optimizer', 'lr_scheduler', 'epoch', 'args'}``)
 or a bare state_dict. It is read with ``torch.load(weights_only=True)``; the pickled ``argparse.Namespace``
@@ -56,8 +56,8 @@ def main(argv=None) -> int:
     parser.add_argument("input", type=Path, help="official checkpoint (.pth)")
     parser.add_argument("output", type=Path, help="detectron2 checkpoint to write")
     parser.add_argument("--config-file", default="", help="check the result against the model of this config")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE ...)")
-    args = parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", help="config overrides for --config-file (KEY VALUE ...)")
+    args = parser.parse_intermixed_args(argv)
 
     from ests_d2.modeling.official_checkpoint import convert_official_state_dict
 

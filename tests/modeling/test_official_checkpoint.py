@@ -151,3 +151,22 @@ def test_cli_rejects_non_tensor_payloads(tmp_path):
     torch.save({"model": {"a": torch.zeros(1), "b": 3}}, source)
     with pytest.raises(SystemExit, match="non-tensor"):
         convert_main([str(source), str(tmp_path / "out.pth")])
+
+
+def test_cli_checks_the_result_against_a_config(tmp_path, tiny_model, capsys):
+    source = tmp_path / "official.pth"
+    torch.save(to_official_state_dict(tiny_model.state_dict(), num_decoder_layers=2), source)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(tiny_ests_cfg().dump())
+    assert convert_main([str(source), str(tmp_path / "ok.pth"), "--config-file", str(config)]) == 0
+    assert convert_main([str(source), str(tmp_path / "bad.pth"), "--config-file", str(config),
+                         "MODEL.ESTS.VOC_SIZE", "107", "MODEL.ESTS.CUSTOM_DICT", str(_dict_file(tmp_path, 105))]) == 1
+    assert "recognition vocabulary mismatch: the checkpoint has 97 recognition classes, the model 107" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "bad.pth").exists()
+
+
+def _dict_file(folder, num_chars):
+    path = folder / "chars.txt"
+    path.write_text("\n".join(chr(0x4E00 + i) for i in range(num_chars)) + "\n", encoding="utf-8")
+    return path
