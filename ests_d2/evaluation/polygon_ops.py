@@ -74,11 +74,25 @@ def intersection_areas(gt_regions: Sequence, gt_boxes: np.ndarray, det_regions: 
     return inter
 
 
+def make_polygons(point_sets: List[np.ndarray]):
+    """shapely Polygons of (k_i, 2) point arrays, each with k_i >= 3, built in one vectorised call."""
+    if not point_sets:
+        return np.empty(0, dtype=object)
+    counts = [len(p) for p in point_sets]
+    coords = np.concatenate([np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in point_sets])
+    rings = shapely.linearrings(coords, indices=np.repeat(np.arange(len(point_sets)), counts))
+    return shapely.polygons(rings)
+
+
 def regions_and_boxes(point_sets: List[np.ndarray], where: str):
-    """Even-odd regions, shoelace areas and bounding boxes of a list of (k, 2) point arrays."""
-    regions = [even_odd_region(p, f"{where} polygon {i + 1}") for i, p in enumerate(point_sets)]
-    areas = np.array([shoelace_area(p) for p in point_sets], dtype=np.float64)
-    boxes = np.array(
-        [np.concatenate([p.min(axis=0), p.max(axis=0)]) for p in point_sets], dtype=np.float64
-    ).reshape(-1, 4)
-    return regions, areas, boxes
+    """Even-odd regions, Polygon3 areas and bounding boxes (N, 4) of a list of (k, 2) point arrays."""
+    for i, p in enumerate(point_sets):
+        if len(p) < 3:
+            raise RRCFormatError(f"{where} polygon {i + 1}: a polygon needs at least 3 points, got {len(p)}")
+    regions = make_polygons(point_sets)
+    areas = shapely.area(regions).astype(np.float64) if len(regions) else np.zeros(0)
+    boxes = shapely.bounds(regions).reshape(-1, 4) if len(regions) else np.zeros((0, 4))
+    for i in np.nonzero(~shapely.is_valid(regions))[0] if len(regions) else []:
+        regions[i] = even_odd_region(point_sets[i], f"{where} polygon {i + 1}")
+        areas[i] = shoelace_area(point_sets[i])
+    return list(regions), areas, boxes

@@ -12,12 +12,13 @@ difference: with the IC15 weak/strong lexicons an image whose every instance abo
 by the lexicon gets an empty member file here and none in the official zip (no effect on scores).
 """
 import logging
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
-from shapely.geometry import LinearRing, Polygon
+import shapely
 
 from .lexicon import LexiconMatcher
+from .polygon_ops import make_polygons
 from .predictions import SCORE_FLOOR, ImagePrediction, InstancePrediction
 from .protocol import EvalSettings
 from .rrc_format import TEXT_SEPARATOR, member_name
@@ -44,8 +45,8 @@ def passes_rec_filter(inst: InstancePrediction, rec_confidence: float, where: st
     return not np.float32(inst.rec_conf) < np.float32(rec_confidence)
 
 
-def official_line(image_id: int, inst: InstancePrediction, text: str, where: str) -> Optional[str]:
-    """The final line of the official det zip for one kept instance, or None when shapely rejects it."""
+def _official_round_trip(image_id: int, inst: InstancePrediction, text: str, where: str):
+    """(integer points, text field) after the official temp-line write / re-read (steps 3.2-3.4)."""
     pts = np.asarray(inst.polygon, dtype=np.float32).reshape(-1, 2)
     if not np.isfinite(pts).all():
         raise ValueError(f"{where}: polygon has non-finite coordinates")
@@ -55,20 +56,39 @@ def official_line(image_id: int, inst: InstancePrediction, text: str, where: str
     parts = body.split(TEXT_SEPARATOR)
     temp_line = ",".join(parts[0].split(",")[:-1]) + TEXT_SEPARATOR + parts[1]  # score field dropped
     head, text_field = temp_line.strip().split(TEXT_SEPARATOR)[:2]  # as re-read by sort_detection
-    ints = [int(v) for v in head.split(",")]
+    ints = [int(v) for v in head.split(",")] if head else []
     if len(ints) % 2:
         raise ValueError(f"{where}: odd number of coordinates")
-    points = list(zip(ints[0::2], ints[1::2]))
-    try:
-        valid = Polygon(points).is_valid
-    except (ValueError, TypeError):  # fewer than 3 points: the official code removes the line too
-        valid = False
-    if not valid:
-        logger.debug("%s: invalid polygon removed: %s", where, points)
-        return None
-    if LinearRing(points).is_ccw:
-        points.reverse()
-    return ",".join(f"{x},{y}" for x, y in points) + TEXT_SEPARATOR + text_field
+    return np.array(ints, dtype=np.int64).reshape(-1, 2), text_field
+
+
+def official_lines(image_id: int, kept: Sequence[Tuple[InstancePrediction, str, str]]) -> List[str]:
+    """Final det-zip lines of one image for ``(instance, text, where)`` items that passed the filters.
+
+    Integer polygons that shapely finds invalid (or that have fewer than 3 points) are removed, and
+    counter-clockwise rings are reversed, as the official ``sort_detection`` does.
+    """
+    trips = [_official_round_trip(image_id, inst, text, where) for inst, text, where in kept]
+    enough = [i for i, (pts, _) in enumerate(trips) if len(pts) >= 3]
+    polygons = make_polygons([trips[i][0] for i in enough])
+    valid = shapely.is_valid(polygons) if len(polygons) else np.zeros(0, bool)
+    ccw = shapely.is_ccw(shapely.get_exterior_ring(polygons)) if len(polygons) else np.zeros(0, bool)
+    good = {i: bool(c) for i, v, c in zip(enough, valid, ccw) if v}
+    lines = []
+    for i, (pts, text_field) in enumerate(trips):
+        if i not in good:
+            logger.debug("%s: invalid polygon removed: %s", kept[i][2], pts.tolist())
+            continue
+        if good[i]:
+            pts = pts[::-1]
+        lines.append(",".join(f"{x},{y}" for x, y in pts.tolist()) + TEXT_SEPARATOR + text_field)
+    return lines
+
+
+def official_line(image_id: int, inst: InstancePrediction, text: str, where: str) -> Optional[str]:
+    """The final det-zip line of one instance, or None when shapely rejects its integer polygon."""
+    lines = official_lines(image_id, [(inst, text, where)])
+    return lines[0] if lines else None
 
 
 def build_submission(
@@ -85,14 +105,14 @@ def build_submission(
     files: Dict[str, List[str]] = {}
     images = list(images)
     for image in progress(images) if progress else images:
-        name = member_name(image.image_id)
+        kept = []
         for k, inst in enumerate(image.instances):
             where = f"image {image.image_id} instance {k}"
             if settings.task == "e2e" and not passes_rec_filter(inst, settings.rec_confidence, where):
                 continue
             if not float(np.float32(inst.score)) > SCORE_FLOOR:
                 continue
-            lines = files.setdefault(name, [])
+            files.setdefault(member_name(image.image_id), [])  # created even if nothing passes the threshold
             if float(rounded_score(inst.score)) < settings.det_threshold:
                 continue
             text = inst.text
@@ -100,7 +120,7 @@ def build_submission(
                 text = lexicon.match(text, image.image_id, inst.rec_prob)
                 if text is None:
                     continue
-            line = official_line(image.image_id, inst, text, where)
-            if line is not None:
-                lines.append(line)
+            kept.append((inst, text, where))
+        if kept:
+            files[member_name(image.image_id)].extend(official_lines(image.image_id, kept))
     return files

@@ -1,4 +1,9 @@
-"""Small builders shared by the evaluation tests: rectangles, predictions, GT files, shared data paths."""
+"""Small builders shared by the evaluation tests: rectangles, predictions, GT files, shared data paths.
+
+The shared folder: ``$ESTS_SHARED_DIR`` if set, else CI's ``<repo>/../shared``, else ``<repo>/../../shared``
+(a git worktree under ``<root>/wt/<name>``); tests that need it skip with the reason when it is absent.
+"""
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +13,11 @@ from ests_d2.evaluation.pipeline import parse_files, run_evaluation
 from ests_d2.evaluation.predictions import ImagePrediction, InstancePrediction
 from ests_d2.evaluation.protocol import resolve_settings
 
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_CANDIDATES = [Path(os.environ["ESTS_SHARED_DIR"])] if os.environ.get("ESTS_SHARED_DIR") else [
+    REPO_ROOT / ".." / "shared", REPO_ROOT / ".." / ".." / "shared",
+]
+SHARED = next((p for p in _CANDIDATES if p.is_dir()), _CANDIDATES[0]).resolve()
 EVAL_GT = SHARED / "data" / "eval_gt"
 SCENE_TEXT = SHARED / "data" / "scene_text"
 
