@@ -49,13 +49,15 @@ def from_instances(image_id: int, instances, keep_rec_prob: bool) -> ImagePredic
         keep_rec_prob: keep ``rec_prob`` rows (only for instances above the official 0.1 floor).
     """
     n = len(instances)
+    if n == 0:
+        return ImagePrediction(int(image_id), [])
     scores = instances.scores.detach().float().cpu().numpy()
     polygons = instances.polygons.detach().float().cpu().numpy().reshape(n, -1, 2)
-    rec_conf = instances.rec_scores.detach().float().cpu().mean(dim=1).numpy() if n else np.zeros(0, np.float32)
+    rec_conf = instances.rec_scores.detach().float().cpu().mean(dim=1).numpy()
     texts = list(instances.texts)
     if len(texts) != n:
         raise ValueError(f"image {image_id}: {len(texts)} texts for {n} instances")
-    probs = instances.rec_probs.detach().float().cpu().numpy() if keep_rec_prob and n else None
+    probs = instances.rec_probs.detach().float().cpu().numpy() if keep_rec_prob else None
     out = []
     for k in range(n):
         keep_probs = probs is not None and scores[k] > SCORE_FLOOR
