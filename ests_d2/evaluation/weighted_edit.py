@@ -20,10 +20,8 @@ order with the smallest float32 distance, as in the official loop.
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from rapidfuzz import process
-from rapidfuzz.distance import Levenshtein
-
 _F32 = np.float32
+_SEARCH_BOUNDS = (1.0, 2.5)  # first, cheap search bounds before the caller's limit
 
 
 def char_probabilities(query: str, alphabet: Sequence[str], probs: np.ndarray, char_index: Dict[str, int]):
@@ -129,16 +127,21 @@ class WeightedLexiconSearch:
                     raise ValueError(f"lexicon word {w!r} has a character {c!r} outside the recognition vocabulary")
         self._trie = _Trie(self.words)
 
-    def _seed(self, query: str, probs: np.ndarray) -> Tuple[float, int]:
-        """An upper bound on the best distance: the exact distance of the plain-Levenshtein nearest word."""
-        hit = process.extractOne(query, self.words, scorer=Levenshtein.distance)
-        if hit is None:
-            return np.inf, -1
-        return float(weighted_edit_distance(query, hit[0], probs, self.char_index)), int(hit[2])
-
     def nearest(self, query: str, probs: np.ndarray, limit: float) -> Optional[Tuple[float, int]]:
-        """(distance, word index) of the first word with the smallest distance below ``limit``, or None."""
-        trie, m = self._trie, len(query)
+        """(distance, word index) of the first word with the smallest distance below ``limit``, or None.
+
+        Searches with growing bounds (1, 2.5, then ``limit``): a word found below a bound is the global
+        best, and tight bounds prune almost the whole trie for the usual, nearly correct, predictions.
+        """
+        costs = _QueryCosts(query, probs, self._trie.alphabet, self.char_index)
+        for bound in [b for b in _SEARCH_BOUNDS if b < limit] + [limit]:
+            found = self._search(costs, bound)
+            if found is not None:
+                return found
+        return None
+
+    def _search(self, costs: _QueryCosts, limit: float) -> Optional[Tuple[float, int]]:
+        trie, m = self._trie, costs.m
         best_d, best_i = np.inf, -1
 
         def consider(d, i):
@@ -150,8 +153,6 @@ class WeightedLexiconSearch:
             consider(float(m), trie.empty_word_index)
         if not trie.codes:
             return None if best_i < 0 else (best_d, best_i)
-        consider(*self._seed(query, probs))
-        costs = _QueryCosts(query, probs, trie.alphabet, self.char_index)
         nodes = np.arange(len(trie.codes[0]))
         rows = np.repeat(np.arange(m + 1, dtype=_F32)[None, :], len(nodes), axis=0)
         for depth in range(1, len(trie.codes) + 1):
@@ -164,7 +165,8 @@ class WeightedLexiconSearch:
                 consider(float(closest), int(terminal[ends][dist == closest].min()))
             if depth == len(trie.codes):
                 break
-            keep = rows.min(axis=1) <= min(best_d, limit)
+            row_min = rows.min(axis=1)
+            keep = (row_min <= best_d) & (row_min < limit)
             nodes, rows = nodes[keep], rows[keep]
             if len(nodes) == 0:
                 break

@@ -18,7 +18,8 @@ from tests.evaluation.eval_helpers import REPO_ROOT
 
 def _load_cli():
     """tools/ is not a package (and a site-packages 'tools' may shadow it): load the script by path."""
-    spec = importlib.util.spec_from_file_location("evaluate_predictions", REPO_ROOT / "tools" / "evaluate_predictions.py")
+    path = REPO_ROOT / "tools" / "evaluate_predictions.py"
+    spec = importlib.util.spec_from_file_location("evaluate_predictions", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
