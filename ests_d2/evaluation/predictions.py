@@ -51,6 +51,9 @@ def from_instances(image_id: int, instances, keep_rec_prob: bool) -> ImagePredic
     n = len(instances)
     if n == 0:
         return ImagePrediction(int(image_id), [])
+    for name in ("scores", "polygons", "texts", "rec_scores") + (("rec_probs",) if keep_rec_prob else ()):
+        if not instances.has(name):
+            raise ValueError(f"image {image_id}: model output Instances lack the field {name!r} (docs/ARCHITECTURE.md)")
     scores = instances.scores.detach().float().cpu().numpy()
     polygons = instances.polygons.detach().float().cpu().numpy().reshape(n, -1, 2)
     rec_conf = instances.rec_scores.detach().float().cpu().mean(dim=1).numpy()

@@ -85,7 +85,8 @@ class TextSpottingEvaluator(DatasetEvaluator):
             "rec_confidence": t.REC_CONFIDENCE,
             "word_spotting": t.WORD_SPOTTING,
             "distributed": distributed,
-            "output_dir": output_dir if output_dir is not None else os.path.join(cfg.OUTPUT_DIR, "inference"),
+            "output_dir": output_dir if output_dir is not None
+            else os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name),
         }
 
     def reset(self):
