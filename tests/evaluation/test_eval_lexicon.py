@@ -109,3 +109,10 @@ def test_lexicon_drop_removes_the_detection_too(lexicon_root):
 def test_unknown_lexicon_names_are_rejected():
     with pytest.raises(ValueError, match="ctw1500 has no 'weak'"):
         evaluate({}, {}, "ctw1500", lexicon="weak")
+
+
+def test_empty_prediction_is_within_2_5_of_short_words():
+    search = WeightedLexiconSearch(["XYZ", "XY", "Q"], CHAR_INDEX)
+    empty = np.zeros((0, 97), np.float32)
+    assert search.nearest("", empty, 2.5) == (1.0, 2)  # unit costs on the first column: len(word)
+    assert WeightedLexiconSearch(["XYZ"], CHAR_INDEX).nearest("", empty, 2.5) is None
