@@ -67,7 +67,8 @@ class LexiconMatcher:
     Args:
         protocol: "totaltext", "ctw1500" or "icdar2015".
         name: lexicon name of that protocol ("full", "weak", "generic", "strong").
-        root: folder with the official ``lexicons/`` layout (``totaltext/``, ``ctw1500/``, ``ic15/``).
+        root: folder with the official ``lexicons/`` layout (``totaltext/``, ``ctw1500/``, ``ic15/``), or
+            directly the protocol's folder of it (``lexicons/ic15``).
         char_index: character -> class index of ``rec_prob`` (vocabulary + unknown glyph); needed by
             the IC15 weighted distance.
     """
@@ -87,11 +88,17 @@ class LexiconMatcher:
         self._cache: Dict[str, _LoadedLexicon] = {}
         self.always_match = defaults.full_lexicon_dataset or (protocol == "icdar2015" and name == "generic")
 
+    def _path(self, relative: str) -> str:
+        """``root/<dataset folder>/file``, or ``root/file`` when root already is the dataset's folder."""
+        full = os.path.join(self.root, relative)
+        inside = os.path.join(self.root, relative.split("/", 1)[1])
+        return full if os.path.exists(full) or not os.path.exists(inside) else inside
+
     def _lexicon(self, image_id) -> _LoadedLexicon:
         key = str(image_id) if self._files.per_image else ""
         if key not in self._cache:
-            words = os.path.join(self.root, self._files.words.format(image_id=image_id))
-            pairs = os.path.join(self.root, self._files.pairs.format(image_id=image_id))
+            words = self._path(self._files.words.format(image_id=image_id))
+            pairs = self._path(self._files.pairs.format(image_id=image_id))
             self._cache[key] = _LoadedLexicon(words, pairs, self._full_dataset, self._char_index)
         return self._cache[key]
 

@@ -93,6 +93,9 @@ def test_ic15_generic_keeps_weak_and_strong_drop_above_2_5(lexicon_root):
     assert strong.match("AB", 5, PROBS) == "\ufeffAC"  # per-image lexicon; the BOM is removed later
     with pytest.raises(FileNotFoundError, match="new_voc_img_6"):
         strong.match("AB", 6, PROBS)
+    # the dataset's own folder (as the data path registers lexicon_root) works too
+    in_folder = LexiconMatcher("icdar2015", "weak", lexicon_root + "/ic15", CHAR_INDEX)
+    assert in_folder.match("XY", 1, probs_for([{"X": 0.9}, {"Y": 0.9}])) == "XYZ!"  # insert Z: 0.9
 
 
 def test_lexicon_drop_removes_the_detection_too(lexicon_root):
