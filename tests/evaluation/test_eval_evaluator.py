@@ -108,6 +108,10 @@ def test_evaluator_from_config(dataset, tmp_path):
     assert list(res) == ["text_e2e"]
     assert res["text_e2e"] == pytest.approx({"precision": 1.0, "recall": 0.5, "hmean": 2 / 3})
     assert (tmp_path / "inference" / dataset / "text_results.json").is_file()
+    # the AdelaiDet argument order (dataset_name, cfg, distributed, output_dir) builds the same evaluator
+    ev = TextSpottingEvaluator(dataset, cfg, False, str(tmp_path / "other"))
+    assert run(ev, model_output(["HELLO", "World"], [0.9, 0.8], [[0.99] * 25] * 2)) == res
+    assert (tmp_path / "other" / "text_results.json").is_file()
 
 
 def test_evaluator_rejects_unknown_lexicon(dataset):
