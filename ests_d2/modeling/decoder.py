@@ -70,7 +70,7 @@ class ESTSDecoderLayer(nn.Module):
         diagonal.fill_diagonal_(float("-inf"))
         attn = multihead_attention(self.attn_m, x + text_pos, language + text_pos, language, attn_mask=diagonal)
         x = self.norm_m(x + self.dropout_m(attn))
-        x = self.norm3_m(x + self.dropout4_m(self.linear2_m(self.dropout3_m(F.relu(self.linear1_m(x), inplace=True)))))
+        x = self.norm3_m(x + self.dropout4_m(self.linear2_m(self.dropout3_m(F.relu(self.linear1_m(x))))))
         # 2. intra-instance self-attention over the K slots
         qk = x + text_pos
         attn = multihead_attention(self.attn_intra, qk, qk, x, same_qk=True)
@@ -88,7 +88,7 @@ class ESTSDecoderLayer(nn.Module):
         attn = self.cross_attn(query, reference, memory, spatial_shapes, padding_mask)
         x = self.norm1(x + self.dropout1(attn.view(batch, num_inst, num_slots, dim)))
         # 5. FFN
-        x = self.norm3(x + self.dropout4(self.linear2(self.dropout3(F.relu(self.linear1(x), inplace=True)))))
+        x = self.norm3(x + self.dropout4(self.linear2(self.dropout3(F.relu(self.linear1(x))))))
         return x
 
 

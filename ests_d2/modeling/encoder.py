@@ -26,8 +26,7 @@ class DeformableEncoderLayer(nn.Module):
     def forward(self, src, pos, reference_points, spatial_shapes, padding_mask):
         attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, padding_mask)
         src = self.norm1(src + self.dropout1(attn))
-        # in place: the Linear output is not needed by its backward
-        ffn = self.linear2(self.dropout2(torch.relu_(self.linear1(src))))
+        ffn = self.linear2(self.dropout2(torch.relu(self.linear1(src))))
         return self.norm2(src + self.dropout3(ffn))
 
 
