@@ -173,7 +173,8 @@ class ESTS(nn.Module):
         srcs, masks, pos = self._multiscale_features(images, mask)
         dn_content = dn_boxes = instance_mask = None
         if dn_queries is not None:
-            dn_content, dn_boxes, instance_mask = dn_queries["content"], dn_queries["boxes_unsig"], dn_queries["attn_mask"]
+            dn_content, dn_boxes = dn_queries["content"], dn_queries["boxes_unsig"]
+            instance_mask = dn_queries["attn_mask"]
         result = self.transformer(srcs, masks, pos, dn_content, dn_boxes, instance_mask)
         keys = ("pred_logits", "pred_boxes", "pred_beziers", "pred_rec")
         layers = [{k: layer[k] for k in keys} for layer in result["layers"]]
@@ -248,7 +249,8 @@ class ESTS(nn.Module):
             raise RuntimeError("ESTS was built without a post-processor and cannot run inference")
         original_sizes = [(x.get("height", h), x.get("width", w)) for x, (h, w) in zip(batched_inputs, image_sizes)]
         results = self.postprocess(outputs, torch.tensor(original_sizes, device=self.device))
-        return [{"instances": result_to_instances(r, size, self.vocabulary)} for r, size in zip(results, original_sizes)]
+        return [{"instances": result_to_instances(r, size, self.vocabulary)}
+                for r, size in zip(results, original_sizes)]
 
     def official_forward(self, images: List[torch.Tensor], dn_queries: Optional[Dict] = None) -> Dict:
         """``network`` on a list of normalised (3, h_i, w_i) images (the official ``model(samples)``)."""

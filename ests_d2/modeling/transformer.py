@@ -179,7 +179,8 @@ class ESTSTransformer(nn.Module):
         src_flat = torch.cat([src.flatten(2).transpose(1, 2) for src in srcs], 1)
         mask_flat = torch.cat([mask.flatten(1) for mask in masks], 1)
         pos_flat = torch.cat(
-            [pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1) for lvl, pos in enumerate(pos_embeds)],
+            [pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
+             for lvl, pos in enumerate(pos_embeds)],
             1,
         )
         valid_ratios = torch.stack([valid_ratios_of(m) for m in masks], 1)  # (B, L, 2)

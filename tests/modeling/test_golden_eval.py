@@ -141,7 +141,8 @@ def test_post_processing_matches(golden_run):
         assert_close(mine["rec_score"], ref["rec_score"], "rec scores", atol=FINAL_ATOL)
         assert_close(mine["rec_prob"][:10], ref["rec_prob_first10"], "rec probs", atol=FINAL_ATOL)
     # the detectron2-facing conversion of the same results keeps values and decodes texts
-    instances = model.inference(golden_run["outputs"], [{"height": int(h), "width": int(w)} for h, w in post["orig_sizes_hw"]],
+    originals = [{"height": int(h), "width": int(w)} for h, w in post["orig_sizes_hw"]]
+    instances = model.inference(golden_run["outputs"], originals,
                                 [tuple(s) for s in inputs["image_sizes_hw"].tolist()])
     first = instances[0]["instances"]
     assert first.image_size == tuple(post["orig_sizes_hw"][0].tolist())
