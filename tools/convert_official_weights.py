@@ -28,7 +28,8 @@ def load_official_checkpoint(path: Path):
     elif isinstance(checkpoint, dict):
         state = checkpoint
     else:
-        raise SystemExit(f"{path}: expected a dict (official checkpoint or state_dict), got {type(checkpoint).__name__}")
+        raise SystemExit(f"{path}: expected a dict (official checkpoint or state_dict), "
+                         f"got {type(checkpoint).__name__}")
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise SystemExit(f"{path}: field 'model' holds non-tensor entries: {', '.join(map(str, bad[:10]))}")

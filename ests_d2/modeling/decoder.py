@@ -24,9 +24,10 @@ class ESTSDecoderLayer(nn.Module):
     """One decoder layer with the official parameter names."""
 
     def __init__(self, d_model: int, d_ffn: int, n_levels: int, n_heads: int, n_points: int,
-                 dropout: float = 0.0, attn_fp32: bool = True):
+                 dropout: float = 0.0, attn_fp32: bool = True, attn_recompute: bool = False):
         super().__init__()
-        self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32)
+        self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32,
+                                       recompute_sampling=attn_recompute)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.attn_inter = nn.MultiheadAttention(d_model, n_heads, dropout=dropout)
@@ -70,7 +71,7 @@ class ESTSDecoderLayer(nn.Module):
         diagonal.fill_diagonal_(float("-inf"))
         attn = multihead_attention(self.attn_m, x + text_pos, language + text_pos, language, attn_mask=diagonal)
         x = self.norm_m(x + self.dropout_m(attn))
-        x = self.norm3_m(x + self.dropout4_m(self.linear2_m(self.dropout3_m(F.relu(self.linear1_m(x), inplace=True)))))
+        x = self.norm3_m(x + self.dropout4_m(self.linear2_m(self.dropout3_m(F.relu(self.linear1_m(x))))))
         # 2. intra-instance self-attention over the K slots
         qk = x + text_pos
         attn = multihead_attention(self.attn_intra, qk, qk, x, same_qk=True)
@@ -88,7 +89,7 @@ class ESTSDecoderLayer(nn.Module):
         attn = self.cross_attn(query, reference, memory, spatial_shapes, padding_mask)
         x = self.norm1(x + self.dropout1(attn.view(batch, num_inst, num_slots, dim)))
         # 5. FFN
-        x = self.norm3(x + self.dropout4(self.linear2(self.dropout3(F.relu(self.linear1(x), inplace=True)))))
+        x = self.norm3(x + self.dropout4(self.linear2(self.dropout3(F.relu(self.linear1(x))))))
         return x
 
 
@@ -99,15 +100,16 @@ class ESTSDecoder(nn.Module):
         num_layers, d_model, d_ffn, n_levels, n_heads, n_points, dropout: transformer sizes.
         num_classes: box classes C; voc_size: recognition classes V; max_text_len: recognition slots T.
         attn_fp32: keep deformable sampling in float32 under autocast.
+        attn_recompute: recompute deformable sampling in backward instead of storing it.
         activation_checkpoint: recompute every layer in backward (training only).
     """
 
     def __init__(self, *, num_layers: int, d_model: int, d_ffn: int, n_levels: int, n_heads: int,
                  n_points: int, dropout: float, num_classes: int, voc_size: int, max_text_len: int,
-                 attn_fp32: bool = True, activation_checkpoint: bool = False):
+                 attn_fp32: bool = True, attn_recompute: bool = False, activation_checkpoint: bool = False):
         super().__init__()
         self.layers = nn.ModuleList(
-            ESTSDecoderLayer(d_model, d_ffn, n_levels, n_heads, n_points, dropout, attn_fp32)
+            ESTSDecoderLayer(d_model, d_ffn, n_levels, n_heads, n_points, dropout, attn_fp32, attn_recompute)
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)

@@ -12,9 +12,10 @@ class DeformableEncoderLayer(nn.Module):
     """``x = LN1(x + MSDeformAttn(x + pos, x))``; ``x = LN2(x + FFN(x))``."""
 
     def __init__(self, d_model: int, d_ffn: int, n_levels: int, n_heads: int, n_points: int,
-                 dropout: float = 0.0, attn_fp32: bool = True):
+                 dropout: float = 0.0, attn_fp32: bool = True, attn_recompute: bool = False):
         super().__init__()
-        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32)
+        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32,
+                                      recompute_sampling=attn_recompute)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
@@ -23,11 +24,23 @@ class DeformableEncoderLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def forward(self, src, pos, reference_points, spatial_shapes, padding_mask):
-        attn = self.self_attn(src + pos, reference_points, src, spatial_shapes, padding_mask)
+    def forward(self, src, pos, reference_points, spatial_shapes, padding_mask, token_index=None):
+        """
+        Args:
+            src, pos: (B, Lq, C) states and position encodings of the query tokens.
+            reference_points: (B, Lq, L, 2); spatial_shapes: L pairs; padding_mask: (B, S).
+            token_index: (B, Lq) position of every query token in the flattened maps, or None when the
+                queries are all S tokens in order.
+        Returns:
+            (B, Lq, C).
+        """
+        value_input = src
+        if token_index is not None:
+            index = token_index[..., None].expand(-1, -1, src.shape[-1])
+            value_input = src.new_zeros(src.shape[0], padding_mask.shape[1], src.shape[-1]).scatter(1, index, src)
+        attn = self.self_attn(src + pos, reference_points, value_input, spatial_shapes, padding_mask)
         src = self.norm1(src + self.dropout1(attn))
-        # in place: the Linear output is not needed by its backward
-        ffn = self.linear2(self.dropout2(torch.relu_(self.linear1(src))))
+        ffn = self.linear2(self.dropout2(torch.relu(self.linear1(src))))
         return self.norm2(src + self.dropout3(ffn))
 
 
@@ -66,14 +79,40 @@ class DeformableEncoder(nn.Module):
             src, pos: (B, S, C) flattened features and level-aware position encodings.
             spatial_shapes: L pairs (H_l, W_l); valid_ratios: (B, L, 2); padding_mask: (B, S).
         Returns:
-            memory (B, S, C).
+            memory (B, S, C), zero on padding.
         """
         reference_points = encoder_reference_points(spatial_shapes, valid_ratios)
+        # Padded tokens are dead ends: their values are masked out of every attention and the two-stage
+        # selection zeroes them, so only the valid tokens are run as queries (packed, valid first).
+        token_index = _valid_token_index(padding_mask)
         output = src
+        if token_index is not None:
+            output, pos, reference_points = (_gather_tokens(t, token_index) for t in (src, pos, reference_points))
         for layer in self.layers:
+            args = (output, pos, reference_points, spatial_shapes, padding_mask, token_index)
             if self.activation_checkpoint and self.training:
-                output = checkpoint(layer, output, pos, reference_points, spatial_shapes, padding_mask,
-                                    use_reentrant=False)
+                output = checkpoint(layer, *args, use_reentrant=False)
             else:
-                output = layer(output, pos, reference_points, spatial_shapes, padding_mask)
-        return output
+                output = layer(*args)
+        if token_index is None:
+            return output.masked_fill(padding_mask[..., None], 0.0)
+        index = token_index[..., None].expand(-1, -1, output.shape[-1])
+        memory = output.new_zeros(src.shape).scatter(1, index, output)
+        return memory.masked_fill(padding_mask[..., None], 0.0)
+
+
+def _valid_token_index(padding_mask: torch.Tensor):
+    """(B, Lq) flattened positions of the valid tokens of every image, in order, or None when nothing is saved.
+
+    Images with fewer valid tokens than the largest are filled up with some of their padded positions (their
+    results are discarded).
+    """
+    num_valid = int((~padding_mask).sum(1).max())
+    if num_valid == padding_mask.shape[1]:
+        return None
+    return torch.argsort(padding_mask.to(torch.uint8), dim=1, stable=True)[:, :num_valid]
+
+
+def _gather_tokens(tensor: torch.Tensor, token_index: torch.Tensor) -> torch.Tensor:
+    index = token_index.view(*token_index.shape, *([1] * (tensor.dim() - 2)))
+    return torch.gather(tensor, 1, index.expand(-1, -1, *tensor.shape[2:]))

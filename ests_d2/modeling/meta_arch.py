@@ -102,6 +102,7 @@ class ESTS(nn.Module):
             enc_n_points=e.ENC_N_POINTS, dec_n_points=e.DEC_N_POINTS, num_queries=e.NUM_QUERIES,
             num_classes=e.NUM_CLASSES, voc_size=e.VOC_SIZE, max_text_len=e.MAX_TEXT_LEN,
             roi_output_size=tuple(e.ROI_OUTPUT_SIZE), attn_fp32=e.DEFORM_ATTN_FP32,
+            attn_recompute=e.DEFORM_ATTN_RECOMPUTE,
             activation_checkpoint=e.ACTIVATION_CHECKPOINT,
         )
         return {
@@ -172,7 +173,8 @@ class ESTS(nn.Module):
         srcs, masks, pos = self._multiscale_features(images, mask)
         dn_content = dn_boxes = instance_mask = None
         if dn_queries is not None:
-            dn_content, dn_boxes, instance_mask = dn_queries["content"], dn_queries["boxes_unsig"], dn_queries["attn_mask"]
+            dn_content, dn_boxes = dn_queries["content"], dn_queries["boxes_unsig"]
+            instance_mask = dn_queries["attn_mask"]
         result = self.transformer(srcs, masks, pos, dn_content, dn_boxes, instance_mask)
         keys = ("pred_logits", "pred_boxes", "pred_beziers", "pred_rec")
         layers = [{k: layer[k] for k in keys} for layer in result["layers"]]
@@ -247,7 +249,8 @@ class ESTS(nn.Module):
             raise RuntimeError("ESTS was built without a post-processor and cannot run inference")
         original_sizes = [(x.get("height", h), x.get("width", w)) for x, (h, w) in zip(batched_inputs, image_sizes)]
         results = self.postprocess(outputs, torch.tensor(original_sizes, device=self.device))
-        return [{"instances": result_to_instances(r, size, self.vocabulary)} for r, size in zip(results, original_sizes)]
+        return [{"instances": result_to_instances(r, size, self.vocabulary)}
+                for r, size in zip(results, original_sizes)]
 
     def official_forward(self, images: List[torch.Tensor], dn_queries: Optional[Dict] = None) -> Dict:
         """``network`` on a list of normalised (3, h_i, w_i) images (the official ``model(samples)``)."""

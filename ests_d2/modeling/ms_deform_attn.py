@@ -10,6 +10,15 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+
+def _level_contribution(value_l, grid_l, weights_l, in_place: bool):
+    """sum_p weight * bilinear sample: (B*M, Dh, H, W), (B*M, Lq, P, 2), (B*M, Lq, P) -> (B*M, Dh, Lq)."""
+    sampled = F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False)
+    weights_l = weights_l.unsqueeze(1)
+    weighted = sampled.mul_(weights_l) if in_place else sampled * weights_l
+    return weighted.sum(-1)
 
 
 def ms_deform_attn_sample(
@@ -17,6 +26,7 @@ def ms_deform_attn_sample(
     spatial_shapes: List[Tuple[int, int]],
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
+    recompute_in_backward: bool = False,
 ) -> torch.Tensor:
     """Weighted bilinear sampling of a multi-level value map.
 
@@ -25,6 +35,8 @@ def ms_deform_attn_sample(
         spatial_shapes: L pairs (H_l, W_l) with sum(H_l * W_l) == S.
         sampling_locations: (B, Lq, M, L, P, 2) normalised (x, y) in [0, 1] of the padded maps.
         attention_weights: (B, Lq, M, L, P), softmax-normalised over (L, P).
+        recompute_in_backward: with autograd, keep only the inputs of every level and sample again in
+            backward instead of storing the (B*M, Dh, Lq, P) samples of every level.
     Returns:
         (B, Lq, M * Dh).
     """
@@ -36,19 +48,19 @@ def ms_deform_attn_sample(
         batch * num_heads, num_levels, num_queries, num_points, 2
     )
     weights = attention_weights.permute(0, 2, 3, 1, 4).reshape(batch * num_heads, num_levels, num_queries, num_points)
-    # without autograd the sampled values can be weighted in place (saves one (B*M, Dh, Lq, P) buffer per level)
-    in_place = not (torch.is_grad_enabled() and (value.requires_grad or sampling_locations.requires_grad
-                                                 or attention_weights.requires_grad))
+    tracking = torch.is_grad_enabled() and (
+        value.requires_grad or sampling_locations.requires_grad or attention_weights.requires_grad
+    )
     output = None
     for level, (height, width) in enumerate(spatial_shapes):
         # (B, H*W, M, Dh) -> (B*M, Dh, H, W)
         value_l = value_per_level[level].flatten(2).transpose(1, 2).reshape(batch * num_heads, head_dim, height, width)
-        sampled = F.grid_sample(
-            value_l, grids[:, level], mode="bilinear", padding_mode="zeros", align_corners=False
-        )  # (B*M, Dh, Lq, P)
-        level_weights = weights[:, level].unsqueeze(1)
-        weighted = sampled.mul_(level_weights) if in_place else sampled * level_weights
-        contribution = weighted.sum(-1)  # (B*M, Dh, Lq)
+        if tracking and recompute_in_backward:
+            contribution = checkpoint(_level_contribution, value_l, grids[:, level], weights[:, level], False,
+                                      use_reentrant=False)
+        else:
+            # without autograd the samples are weighted in place (one (B*M, Dh, Lq, P) buffer less per level)
+            contribution = _level_contribution(value_l, grids[:, level], weights[:, level], in_place=not tracking)
         if output is None:
             output = contribution
         else:
@@ -66,10 +78,11 @@ class MSDeformAttn(nn.Module):
         n_points: sampling points P per head and level.
         sample_in_fp32: run the sampling in float32 even under autocast (bilinear weights and the
             softmax-weighted sum lose too much in half precision).
+        recompute_sampling: in training, sample again in backward rather than storing every level's samples.
     """
 
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4,
-                 sample_in_fp32: bool = True):
+                 sample_in_fp32: bool = True, recompute_sampling: bool = False):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
@@ -78,6 +91,7 @@ class MSDeformAttn(nn.Module):
         self.n_heads = n_heads
         self.n_points = n_points
         self.sample_in_fp32 = sample_in_fp32
+        self.recompute_sampling = recompute_sampling
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
@@ -140,7 +154,7 @@ class MSDeformAttn(nn.Module):
             raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
         if self.sample_in_fp32 and torch.is_autocast_enabled(value.device.type):
             with torch.autocast(value.device.type, enabled=False):
-                output = ms_deform_attn_sample(value, spatial_shapes, locations, weights)
+                output = ms_deform_attn_sample(value, spatial_shapes, locations, weights, self.recompute_sampling)
         else:
-            output = ms_deform_attn_sample(value, spatial_shapes, locations, weights)
+            output = ms_deform_attn_sample(value, spatial_shapes, locations, weights, self.recompute_sampling)
         return self.output_proj(output.to(query.dtype))

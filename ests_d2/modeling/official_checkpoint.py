@@ -100,7 +100,9 @@ def _map_name(name: str):
     return None, False
 
 
-def convert_official_state_dict(official: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], ConversionReport]:
+def convert_official_state_dict(
+    official: Mapping[str, torch.Tensor],
+) -> Tuple[Dict[str, torch.Tensor], ConversionReport]:
     """Official ``model.state_dict()`` -> our ``ESTS`` state_dict.
 
     Aliases of a shared head must hold identical values (they are one tensor in the official model);

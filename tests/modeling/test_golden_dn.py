@@ -65,4 +65,5 @@ def test_denoising_losses_match(golden_dn, name):
     assert abs(total - ref["weighted_total"]) <= 1e-5 * abs(ref["weighted_total"]), (total, ref["weighted_total"])
     assert set(run["losses"]) == set(ref["losses"])
     for key, value in ref["losses"].items():
-        assert abs(float(run["losses"][key]) - value) <= 1e-4 * max(1.0, abs(value)), (key, float(run["losses"][key]), value)
+        mine = float(run["losses"][key])
+        assert abs(mine - value) <= 1e-4 * max(1.0, abs(value)), (key, mine, value)

@@ -24,7 +24,7 @@ def _capture(model):
         hooks.append(proj.register_forward_hook(keep("input_proj")))
     hooks.append(model.position_encoding.register_forward_hook(keep("pos")))
     transformer = model.transformer
-    hooks.append(transformer.encoder.register_forward_hook(lambda m, a, o: rec.__setitem__("memory", o)))
+    hooks.append(transformer.encoder.register_forward_hook(lambda m, a, o: rec.update(memory=o, memory_mask=a[4])))
     hooks.append(transformer.enc_out_class_embed.register_forward_hook(keep("class_logits")))
     hooks.append(transformer.decoder.register_forward_pre_hook(lambda m, a: rec.__setitem__("roi_features", a[1])))
     hooks.append(transformer.decoder.register_forward_hook(lambda m, a, o: rec.__setitem__("decoder", o)))
@@ -99,7 +99,10 @@ def test_backbone_projection_and_position_encoding(golden_run):
 
 def test_encoder_and_two_stage_selection(golden_run):
     rec, out, inter = golden_run["records"], golden_run["outputs"], load_golden("intermediates.pth")
-    assert_close(rec["memory"][..., :8], inter["memory.ch0_8"], "encoder memory")
+    # padded tokens are never read downstream: we skip them (zeros), the official code computes them
+    valid = ~rec["memory_mask"]
+    assert_close(rec["memory"][..., :8][valid], inter["memory.ch0_8"][valid], "encoder memory")
+    assert rec["memory"][~valid].abs().sum() == 0
     assert_close(rec["class_logits"][0], inter["enc.class_logits"], "enc class logits")
     assert torch.equal(out["topk_index"], inter["enc.topk_index"])
     assert_close(out["anchors_unsig"], inter["anchors_unsig"], "anchors")
@@ -141,7 +144,8 @@ def test_post_processing_matches(golden_run):
         assert_close(mine["rec_score"], ref["rec_score"], "rec scores", atol=FINAL_ATOL)
         assert_close(mine["rec_prob"][:10], ref["rec_prob_first10"], "rec probs", atol=FINAL_ATOL)
     # the detectron2-facing conversion of the same results keeps values and decodes texts
-    instances = model.inference(golden_run["outputs"], [{"height": int(h), "width": int(w)} for h, w in post["orig_sizes_hw"]],
+    originals = [{"height": int(h), "width": int(w)} for h, w in post["orig_sizes_hw"]]
+    instances = model.inference(golden_run["outputs"], originals,
                                 [tuple(s) for s in inputs["image_sizes_hw"].tolist()])
     first = instances[0]["instances"]
     assert first.image_size == tuple(post["orig_sizes_hw"][0].tolist())

@@ -1,0 +1,39 @@
+"""The deformable encoder skips padded tokens as queries without changing any valid token's result."""
+import torch
+
+from ests_d2.modeling.encoder import DeformableEncoder, encoder_reference_points
+from ests_d2.modeling.transformer import valid_ratios_of
+
+
+def _batch(shapes, valid_hw):
+    """Flattened random features and the nearest-downsampled padding masks of images of ``valid_hw``."""
+    masks = []
+    for h, w in shapes:
+        mask = torch.ones(len(valid_hw), h, w, dtype=torch.bool)
+        for i, (vh, vw) in enumerate(valid_hw):
+            mask[i, :vh * h // shapes[0][0], :vw * w // shapes[0][1]] = False
+        masks.append(mask)
+    tokens = sum(h * w for h, w in shapes)
+    return masks, torch.cat([m.flatten(1) for m in masks], 1), tokens
+
+
+def test_packed_queries_give_the_all_token_result_on_valid_tokens():
+    torch.manual_seed(0)
+    shapes = [(8, 10), (4, 5)]
+    masks, padding, tokens = _batch(shapes, [(6, 10), (8, 6)])
+    valid_ratios = torch.stack([valid_ratios_of(m) for m in masks], 1)
+    encoder = DeformableEncoder(2, d_model=16, d_ffn=32, n_levels=2, n_heads=2, n_points=2)
+    src, pos = torch.randn(2, tokens, 16, requires_grad=True), torch.randn(2, tokens, 16)
+    memory = encoder(src, pos, shapes, valid_ratios, padding)
+
+    reference_points = encoder_reference_points(shapes, valid_ratios)
+    expected = src
+    for layer in encoder.layers:  # every token as a query, the official way
+        expected = layer(expected, pos, reference_points, shapes, padding)
+    valid = ~padding
+    assert torch.allclose(memory[valid], expected[valid], atol=1e-5)
+    assert memory[padding].abs().sum() == 0
+
+    grad_packed, = torch.autograd.grad(memory[valid].sum(), src)
+    grad_full, = torch.autograd.grad(expected[valid].sum(), src)
+    assert torch.allclose(grad_packed, grad_full, atol=1e-5)
