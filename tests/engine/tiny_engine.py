@@ -91,7 +91,8 @@ class TinyMapper:
 class TinyTextNet(nn.Module):
     """Predicts the (normalised) box of the single text instance from a two-conv backbone.
 
-    ``cfg.MODEL.TINY_NAN_AT_ITERS`` (optional, tests only) makes the loss NaN at those iterations.
+    Tests only: ``cfg.MODEL.TINY_NAN_AT_ITERS`` makes the loss NaN at those iterations,
+    ``cfg.MODEL.TINY_NAN_GRAD_AT_ITERS`` keeps the loss finite but makes the gradients NaN.
     """
 
     def __init__(self, cfg):
@@ -102,6 +103,7 @@ class TinyTextNet(nn.Module):
         self.dropout = nn.Dropout(0.2)
         self.head = nn.Linear(8, 4)
         self.nan_at = set(cfg.MODEL.get("TINY_NAN_AT_ITERS", ()))
+        self.nan_grad_at = set(cfg.MODEL.get("TINY_NAN_GRAD_AT_ITERS", ()))
         self.to(cfg.MODEL.DEVICE)
 
     @property
@@ -128,6 +130,8 @@ class TinyTextNet(nn.Module):
         loss_aux = 0.1 * pred.pow(2).mean()
         if get_event_storage().iter in self.nan_at:
             loss_aux = loss_aux * float("nan")
+        if get_event_storage().iter in self.nan_grad_at:
+            loss_aux = loss_aux + (pred.sum() * 0).sqrt()  # value 0, gradient inf * 0 = nan
         return {"loss_box": loss_box, "loss_aux": loss_aux}
 
     def inference(self, batched_inputs):
@@ -196,3 +200,7 @@ def tiny_cfg(output_dir, *opts):
         + list(opts)
     )
     return cfg
+
+
+# Registered on import so that spawned / forked worker processes see the datasets too.
+register_tiny_datasets()
