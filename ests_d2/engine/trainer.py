@@ -10,11 +10,13 @@ Differences from ``DefaultTrainer`` (each for a reason given where it is impleme
 - DDP on CPU (gloo) as well as on GPUs.
 """
 import importlib
+import inspect
 import logging
 import os
 import weakref
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from detectron2.data import MetadataCatalog, build_detection_test_loader, get_detection_dataset_dicts
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, default_writers, hooks
 from detectron2.solver import build_lr_scheduler
@@ -59,11 +61,7 @@ class Trainer(DefaultTrainer):
         model = self.build_model(cfg)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
-        on_cuda = next(model.parameters()).device.type == "cuda"
-        # detectron2 0.6 passes device_ids=[local_rank] unconditionally, which DDP rejects on CPU.
-        model = create_ddp_model(
-            model, broadcast_buffers=False, device_ids=[comm.get_local_rank()] if on_cuda else None
-        )
+        model = self.wrap_ddp(model)
         self._trainer = self.build_train_loop(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = AtomicDetectionCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
@@ -74,6 +72,16 @@ class Trainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     # ----------------------------------------------------------------------------- builders
+    @staticmethod
+    def wrap_ddp(model):
+        """DDP over all processes (identity for one); buffers are not re-broadcast at every forward."""
+        on_cuda = next(model.parameters()).device.type == "cuda"
+        ddp_params = inspect.signature(DistributedDataParallel.__init__).parameters
+        # Newer torch deprecates broadcast_buffers for forward_sync_buffers (same meaning after init).
+        no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in ddp_params else {"broadcast_buffers": False}
+        # detectron2 0.6 passes device_ids=[local_rank] unconditionally, which DDP rejects on CPU.
+        return create_ddp_model(model, device_ids=[comm.get_local_rank()] if on_cuda else None, **no_sync)
+
     @classmethod
     def build_optimizer(cls, cfg, model):
         """AdamW over two groups as the official code: names containing "backbone" get

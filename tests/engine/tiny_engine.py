@@ -202,5 +202,39 @@ def tiny_cfg(output_dir, *opts):
     return cfg
 
 
+def train_and_save(cfg, out_dir):
+    """Worker of the multi-process test: train with a rank-dependent init, save what the test checks."""
+    from detectron2.utils import comm
+    from detectron2.utils.env import seed_all_rng
+
+    rank = comm.get_rank()
+    # Different initial weights per rank: DDP must make them equal.
+    seed_all_rng(100 + rank)
+    initial = TinyTrainer.build_model(cfg).state_dict()
+    seed_all_rng(100 + rank)
+    trainer = TinyTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    trainer.train()
+    torch.save(
+        {
+            "world_size": comm.get_world_size(),
+            "initial": initial,
+            "final": trainer.model.module.state_dict(),
+            "batches_consumed": trainer._trainer.batches_consumed,
+        },
+        f"{out_dir}/rank{rank}.pt",
+    )
+
+
+def resume_and_train(cfg):
+    """One life of the SIGKILL test: resume from whatever is on disk and train to the end."""
+    from detectron2.utils.env import seed_all_rng
+
+    seed_all_rng(cfg.SEED)  # as default_setup: a life that starts from scratch builds the same model
+    trainer = TinyTrainer(cfg)
+    trainer.resume_or_load(resume=True)
+    trainer.train()
+
+
 # Registered on import so that spawned / forked worker processes see the datasets too.
 register_tiny_datasets()
