@@ -19,7 +19,7 @@ TINY_TRAIN_NET = ROOT / "tests" / "engine" / "tiny_train_net.py"
 
 
 def _run_train_net(config, *args):
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     proc = subprocess.run(
         [sys.executable, str(TINY_TRAIN_NET), "--config-file", str(config), *args],
         env=env, capture_output=True, text=True, timeout=300,
