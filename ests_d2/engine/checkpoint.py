@@ -105,8 +105,9 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
 class PeriodicCheckpointer(hooks.PeriodicCheckpointer):
     """detectron2's periodic checkpoint hook that also counts checkpoints written before a resume.
 
-    fvcore only remembers the checkpoints written by the current process, so with ``max_to_keep``
-    a run resumed many times would keep every file from its earlier lives.
+    fvcore only remembers the checkpoints written by the current process (and deletes one old file
+    per new one), so with ``max_to_keep`` a run resumed many times would keep every file from its
+    earlier lives, plus one per kill that fell between writing a file and deleting the oldest.
     """
 
     def before_train(self):
@@ -115,7 +116,11 @@ class PeriodicCheckpointer(hooks.PeriodicCheckpointer):
             return
         pattern = re.compile(re.escape(self.file_prefix) + r"_\d{7}\.pth")
         existing = sorted(f for f in os.listdir(self.checkpointer.save_dir) if pattern.fullmatch(f))
-        self.recent_checkpoints = [os.path.join(self.checkpointer.save_dir, f) for f in existing]
+        paths = [os.path.join(self.checkpointer.save_dir, f) for f in existing]
+        excess = max(0, len(paths) - self.max_to_keep)
+        for path in paths[:excess]:  # oldest first; last_checkpoint names the newest
+            os.unlink(path)
+        self.recent_checkpoints = paths[excess:]
 
 
 def capture_rng_state() -> Dict:

@@ -18,14 +18,16 @@ import weakref
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from detectron2.data import MetadataCatalog, build_detection_test_loader, get_detection_dataset_dicts
-from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, default_writers, hooks
+from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hooks
 from detectron2.solver import build_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
 from .checkpoint import AtomicDetectionCheckpointer, PeriodicCheckpointer
 from .data import ResumableTrainLoader, isolated_rng
+from .events import ResumableJSONWriter
 from .train_loop import AMPTrainLoop, TrainLoop
 
 __all__ = ["Trainer"]
@@ -177,10 +179,6 @@ class Trainer(DefaultTrainer):
 
     def build_hooks(self):
         cfg = self.cfg
-        ret = [hooks.IterationTimer(), hooks.LRScheduler()]
-        if comm.is_main_process():
-            keep = cfg.SOLVER.MAX_CHECKPOINTS_TO_KEEP
-            ret.append(PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, max_to_keep=keep or None))
 
         def test_and_save_results():
             # Evaluation builds loaders and may sample; keep it off the training RNG streams so
@@ -189,14 +187,29 @@ class Trainer(DefaultTrainer):
                 self._last_eval_results = self.test(self.cfg, self.model)
             return self._last_eval_results
 
-        # After the checkpointer: if evaluation fails, the checkpoint to debug it exists.
-        ret.append(hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results))
+        ret = [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(),
+            hooks.EvalHook(cfg.TEST.EVAL_PERIOD, test_and_save_results),
+        ]
         if comm.is_main_process():
+            # Unlike DefaultTrainer, metrics are written *before* the checkpoint: a run killed
+            # between the two would otherwise resume after an iteration whose metrics (and
+            # evaluation results) were never written.
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.SOLVER.LOG_PERIOD))
+            keep = cfg.SOLVER.MAX_CHECKPOINTS_TO_KEEP
+            ret.append(PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, max_to_keep=keep or None))
         return ret
 
     def build_writers(self):
-        return default_writers(self.cfg.OUTPUT_DIR, self.max_iter)
+        """detectron2's default writers, with a ``metrics.json`` writer that tolerates kills."""
+        os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
+        self._metrics_writer = ResumableJSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))
+        return [
+            CommonMetricPrinter(self.max_iter),
+            self._metrics_writer,
+            TensorboardXWriter(self.cfg.OUTPUT_DIR),
+        ]
 
     # ----------------------------------------------------------------------------- resume
     def resume_or_load(self, resume=True):
@@ -207,6 +220,9 @@ class Trainer(DefaultTrainer):
         if resume and self.checkpointer.has_checkpoint():
             # The checkpoint stores the iteration that just finished.
             self.start_iter = self.iter + 1
+            writer = getattr(self, "_metrics_writer", None)
+            if writer is not None:
+                writer.resume_iter = self.start_iter
 
     def state_dict(self):
         ret = super().state_dict()

@@ -1,4 +1,5 @@
 """End to end: tools/train_net.py in subprocesses; training killed at random instants and resumed."""
+import json
 import multiprocessing
 import os
 import random
@@ -100,3 +101,11 @@ def test_training_survives_20_random_sigkills(tmp_path):
     assert final["iteration"] == 59
     for k, v in whole.model.state_dict().items():
         assert torch.equal(final["model"][k], v), k
+    # metrics.json holds no torn line and no iteration twice: it reads like the uninterrupted log.
+    killed_log, whole_log = (_losses(tmp_path / d / "metrics.json") for d in ("killed", "whole"))
+    assert killed_log == whole_log and len(whole_log) == 12
+
+
+def _losses(path):
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return [(r["iteration"], r["total_loss"], r["loss_box"]) for r in rows if "total_loss" in r]

@@ -1,5 +1,6 @@
 """Unit tests of the engine's parts: resumable data stream, atomic files, OOM helpers, solver."""
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -7,7 +8,14 @@ from torch import nn
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.env import seed_all_rng
 
-from ests_d2.engine import AtomicDetectionCheckpointer, ResumableBatchSampler, ResumableTrainLoader, Trainer, launch
+from ests_d2.engine import (
+    AtomicDetectionCheckpointer,
+    PeriodicCheckpointer,
+    ResumableBatchSampler,
+    ResumableTrainLoader,
+    Trainer,
+    launch,
+)
 from ests_d2.engine.checkpoint import atomic_write
 from ests_d2.engine.oom import is_out_of_memory, shrink_batch
 from ests_d2.engine.trainer import _import_by_name
@@ -91,6 +99,20 @@ def test_checkpointer_tags_only_complete_files_and_cleans_leftovers(tmp_path):
     assert torch.load(tmp_path / "model_0000003.pth", weights_only=True)["iteration"] == 3
     assert ckpt.remove_stale_temp_files() == 1
     assert sorted(os.listdir(tmp_path)) == ["last_checkpoint", "model_0000003.pth"]
+
+
+def test_periodic_checkpointer_keeps_at_most_n_across_resumes(tmp_path):
+    for i in (2, 5, 8, 11, 14):  # left by earlier lives of the run
+        (tmp_path / f"model_{i:07d}.pth").write_bytes(b"x")
+    (tmp_path / "model_final.pth").write_bytes(b"x")
+    hook = PeriodicCheckpointer(AtomicDetectionCheckpointer(nn.Linear(1, 1), str(tmp_path)), 3, max_to_keep=2)
+    hook.trainer = SimpleNamespace(max_iter=30)
+    hook.before_train()
+    assert sorted(os.listdir(tmp_path)) == ["model_0000011.pth", "model_0000014.pth", "model_final.pth"]
+    hook.step(17)
+    assert sorted(os.listdir(tmp_path)) == [
+        "last_checkpoint", "model_0000014.pth", "model_0000017.pth", "model_final.pth"
+    ]
 
 
 def test_shrink_batch_rescales_images_and_instances():
