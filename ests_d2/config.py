@@ -57,7 +57,26 @@ def _add_model_config(cfg):
 
 
 def _add_input_config(cfg):
-    pass  # filled in by the data path
+    # The official sizes are not set here (detectron2's own keys keep their defaults); configs set
+    # INPUT.MIN_SIZE_TRAIN (640, 672, ..., 896), MAX_SIZE_TRAIN 1600, MIN/MAX_SIZE_TEST and FORMAT "RGB".
+    i = cfg.INPUT
+    i.TEXT_CROP = CN()
+    i.TEXT_CROP.ENABLED = True  # instance-preserving random crop (official RandomSizeCrop), first augmentation
+    i.TEXT_CROP.PROB = 0.5  # probability of cropping an image that has instances
+    i.TEXT_CROP.MIN_RATIO = 0.5  # smallest crop side, relative to the image side (before growing to instances)
+    i.TEXT_CROP.MAX_RATIO = 1.0  # largest crop side, relative to the image side
+    i.TEXT_CROP.MAX_TRIES = 100  # windows drawn before giving up (image left uncropped)
+    i.ROTATE = CN()
+    i.ROTATE.ENABLED = True  # random rotation with canvas expansion, after the crop
+    i.ROTATE.PROB = 0.5  # probability of rotating
+    i.ROTATE.ANGLE = 45.0  # angle ~ U(-ANGLE, ANGLE) degrees, counter-clockwise
+    i.COLOR_JITTER = CN()
+    i.COLOR_JITTER.ENABLED = True  # torchvision-style ColorJitter, after the resize
+    i.COLOR_JITTER.PROB = 0.5  # probability of jittering
+    i.COLOR_JITTER.BRIGHTNESS = 0.5  # brightness factor ~ U(1 - b, 1 + b)
+    i.COLOR_JITTER.CONTRAST = 0.5  # contrast factor ~ U(1 - c, 1 + c)
+    i.COLOR_JITTER.SATURATION = 0.5  # saturation factor ~ U(1 - s, 1 + s)
+    i.COLOR_JITTER.HUE = 0.5  # hue shift ~ U(-h, h), h <= 0.5
 
 
 def _add_solver_config(cfg):

@@ -26,18 +26,27 @@ else
   fi
   PY="$VENV/bin/python"
 fi
-PIP=("$PY" -m pip -q --disable-pip-version-check)
+# -qq: this machine's pip config prints a warning per missing local index otherwise; errors still show.
+PIP=("$PY" -m pip -qq --disable-pip-version-check)
 
-have() { "$PY" - "$@" <<'PYEOF' >/dev/null 2>&1
-import importlib, sys
-for name in sys.argv[1:]:
-    importlib.import_module(name)
+# Which of our requirements import already? One interpreter start, since importing torch costs seconds.
+probe() { "$PY" - <<'PYEOF' 2>/dev/null
+import importlib, warnings
+warnings.simplefilter("ignore")
+for name in ("torch", "torchvision", "detectron2.engine", "ests_d2"):
+    try:
+        importlib.import_module(name)
+        print(name)
+    except Exception:
+        pass
 PYEOF
 }
+PRESENT=" $(probe | tr '\n' ' ')"
+have() { for m in "$@"; do case "$PRESENT" in *" $m "*) ;; *) return 1 ;; esac; done; }
 
 # 1. torch (detectron2's setup.py imports it, so it comes first)
 if have torch torchvision; then
-  step "torch already installed: $("$PY" -c 'import torch; print(torch.__version__)')"
+  step "torch already installed"
 else
   step "installing $TORCH_SPEC"
   # shellcheck disable=SC2086
@@ -46,7 +55,7 @@ fi
 
 # 2. detectron2: keep any importable one (GPU users build theirs from source)
 if have detectron2.engine; then
-  step "detectron2 already importable: $("$PY" -c 'import detectron2; print(detectron2.__version__, detectron2.__file__)') -- skipping its build"
+  step "detectron2 already importable -- skipping its build"
 else
   step "building detectron2 0.6 from the PyPI sdist pb1-detectron2==0.6"
   rm -rf "$BUILD"; mkdir -p "$BUILD"
@@ -60,11 +69,18 @@ else
   "${PIP[@]}" install wheel
   "${PIP[@]}" install --no-build-isolation "$BUILD/pb1-detectron2-0.6" \
     || die "building detectron2 failed (needs g++ and the Python headers)"
-  have detectron2.engine || die "detectron2 was built but does not import"
+  "$PY" -W ignore -c "import detectron2.engine" || die "detectron2 was built but does not import"
 fi
 
-# 3. this project (editable) with its pure-Python dependencies
-step "installing ests-d2 (editable)"
-"${PIP[@]}" install -e "$ROOT[test]" || die "pip could not install the project"
-"$PY" -c "import ests_d2, detectron2; print('ests_d2 ready; detectron2', detectron2.__version__)" \
-  || die "ests_d2 does not import after install"
+# 3. this project (editable) with its pure-Python dependencies; skipped when setup.py is unchanged
+STAMP="$("$PY" -c 'import sys; print(sys.prefix)')/.ests-d2-installed"
+SETUP_SHA="$(sha256sum "$ROOT/setup.py" | cut -d' ' -f1) $ROOT"
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SETUP_SHA" ] && have ests_d2; then
+  step "ests-d2 already installed from $ROOT"
+else
+  step "installing ests-d2 (editable)"
+  "${PIP[@]}" install -e "$ROOT[test]" || die "pip could not install the project"
+  "$PY" -W ignore -c "import ests_d2, detectron2.engine" || die "ests_d2 does not import after install"
+  echo "$SETUP_SHA" > "$STAMP"
+fi
+step "ready: $PY"

@@ -1,0 +1,1 @@
+"""Helpers behind the command-line tools (plots, checkpoint inspection, memory planning)."""

@@ -1,0 +1,48 @@
+"""Drawing and serialising text-spotting predictions (used by tools/demo.py)."""
+from typing import Dict, List
+
+import numpy as np
+from detectron2.structures import Instances
+from detectron2.utils.visualizer import Visualizer
+
+# Instances fields produced by the ESTS meta-arch (docs/ARCHITECTURE.md).
+REQUIRED_FIELDS = ("scores", "polygons", "texts", "rec_scores")
+
+
+def select_confident(instances: Instances, threshold: float) -> Instances:
+    """Keep the instances whose detection score is at least ``threshold``."""
+    missing = [f for f in REQUIRED_FIELDS if not instances.has(f)]
+    if missing:
+        raise ValueError(f"predictions lack the fields {missing}; expected the ESTS output contract")
+    keep = (instances.scores >= threshold).nonzero().flatten().tolist()
+    return instances[keep] if keep else instances[[]]
+
+
+def instances_to_records(instances: Instances) -> List[Dict]:
+    """Plain JSON-serialisable records: polygon (16 [x, y] points), text, score, per-character confidences."""
+    records = []
+    for i in range(len(instances)):
+        records.append(
+            {
+                "polygon": instances.polygons[i].reshape(-1, 2).tolist(),
+                "text": instances.texts[i],
+                "score": float(instances.scores[i]),
+                "char_scores": instances.rec_scores[i].tolist(),
+            }
+        )
+    return records
+
+
+def draw_text_instances(image_rgb: np.ndarray, instances: Instances) -> np.ndarray:
+    """The image with each polygon outlined and its recognised text written above it (RGB, uint8)."""
+    visualizer = Visualizer(image_rgb)
+    font_size = max(10, int(0.02 * max(image_rgb.shape[:2])))
+    for i in range(len(instances)):
+        points = instances.polygons[i].reshape(-1, 2).cpu().numpy()
+        color = (0.1, 0.9, 0.2)
+        visualizer.draw_polygon(points, color=color, edge_color=color, alpha=0.25)
+        x, y = points[:, 0].min(), points[:, 1].min()
+        label = f"{instances.texts[i]} ({float(instances.scores[i]):.2f})"
+        visualizer.draw_text(label, (x, max(0.0, y - font_size)), font_size=font_size, color="yellow",
+                             horizontal_alignment="left")
+    return visualizer.get_output().get_image()

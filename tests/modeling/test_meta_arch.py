@@ -1,0 +1,109 @@
+"""End-to-end behaviour of the ESTS meta-architecture on a tiny configuration (training and inference)."""
+import math
+
+import pytest
+import torch
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+
+import ests_d2.modeling  # noqa: F401  (registers the meta-architecture)
+from ests_d2.data.text_utils import CharVocabulary
+
+from tests.modeling.model_config import tiny_ests_cfg
+
+
+def _training_input(height, width, words, seed):
+    gen = torch.Generator().manual_seed(seed)
+    vocab = CharVocabulary.from_config(97)
+    instances = Instances((height, width))
+    boxes, beziers = [], []
+    for i, _ in enumerate(words):
+        x0, y0 = 10.0 + 40 * i, 12.0 + 30 * i
+        x1, y1 = min(x0 + 60, width - 1), min(y0 + 20, height - 1)
+        boxes.append([x0, y0, x1, y1])
+        top = torch.linspace(x0, x1, 4)
+        beziers.append(torch.stack([torch.cat([top, top.flip(0)]),
+                                    torch.tensor([y0] * 4 + [y1] * 4)], 1).flatten())
+    instances.gt_boxes = Boxes(torch.tensor(boxes).reshape(-1, 4))
+    instances.gt_classes = torch.zeros(len(words), dtype=torch.int64)
+    instances.gt_beziers = torch.stack(beziers).float() if words else torch.zeros(0, 16)
+    instances.gt_rec = torch.tensor([vocab.encode(w, 25) for w in words], dtype=torch.int64).reshape(-1, 25)
+    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=gen)
+    return {"image": image, "height": height, "width": width, "image_id": seed, "instances": instances}
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model(tiny_ests_cfg())
+
+
+def test_training_forward_gives_finite_weighted_losses_and_gradients(tiny_model):
+    model = tiny_model.train()
+    batch = [_training_input(96, 128, ["TOAST", "BOX"], 1), _training_input(112, 80, ["crocs"], 2)]
+    torch.manual_seed(1)
+    losses = model(batch)
+    # 2 decoder layers x (5 matching + 5 DN) terms + 3 encoder-proposal terms
+    assert len(losses) == 2 * 10 + 3
+    assert all(v.dim() == 0 and math.isfinite(float(v.detach())) for v in losses.values())
+    # only weighted terms reach detectron2's sum (logged-only terms such as class_error stay out)
+    assert set(losses) <= set(model.criterion.weight_dict)
+    assert "class_error" not in losses and "loss_rec_dn" in losses and "loss_ce_interm" in losses
+    total = sum(losses.values())
+    total.backward()
+    assert model.input_proj[0][0].weight.grad is not None
+    assert model.transformer.decoder.rec_cls.weight.grad.abs().sum() > 0
+    assert model.label_enc.weight.grad is not None
+    # stem and res2 stay frozen (FREEZE_AT = 2), res3 trains
+    assert model.backbone.stem.conv1.weight.grad is None
+    assert model.backbone.res3[0].conv1.weight.grad is not None
+    model.zero_grad(set_to_none=True)
+
+
+def test_training_with_images_without_text(tiny_model):
+    model = tiny_model.train()
+    empty = _training_input(64, 96, [], 3)
+    losses = model([empty, _training_input(96, 64, ["a"], 4)])
+    assert all(math.isfinite(float(v.detach())) for v in losses.values())
+    losses = model([empty])  # no GT at all: no DN queries, the DN terms are the official zero placeholders
+    assert all(math.isfinite(float(v.detach())) for v in losses.values())
+    assert float(losses["loss_bbox"].detach()) == 0.0
+
+
+def test_activation_checkpointing_gives_the_same_losses_and_gradients():
+    cfg = tiny_ests_cfg()
+    cfg.MODEL.ESTS.DN.ENABLED = False
+    torch.manual_seed(0)
+    plain = build_model(cfg).train()
+    cfg.MODEL.ESTS.ACTIVATION_CHECKPOINT = True
+    recomputing = build_model(cfg).train()
+    recomputing.load_state_dict(plain.state_dict())
+    batch = [_training_input(64, 96, ["TOAST"], 5)]
+    grads = []
+    for model in (plain, recomputing):
+        losses = model(batch)
+        sum(losses.values()).backward()
+        grads.append((losses, model.transformer.encoder.layers[0].linear1.weight.grad.clone()))
+    (l0, g0), (l1, g1) = grads
+    assert all(torch.allclose(l0[k], l1[k], atol=1e-6) for k in l0)
+    assert torch.allclose(g0, g1, atol=1e-6)
+
+
+def test_inference_returns_instances_in_original_coordinates(tiny_model):
+    model = tiny_model.eval()
+    inputs = [{"image": torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8), "height": 192, "width": 256},
+              {"image": torch.randint(0, 256, (3, 112, 80), dtype=torch.uint8)}]
+    with torch.no_grad():
+        results = model(inputs)
+    assert len(results) == 2
+    first, second = results[0]["instances"], results[1]["instances"]
+    assert first.image_size == (192, 256) and second.image_size == (112, 80)
+    num_select = model.postprocess.num_select
+    assert len(first) == num_select
+    assert first.polygons.shape == (num_select, 32) and first.rec.shape == (num_select, 25)
+    assert first.rec_probs.shape == (num_select, 25, 97)
+    assert len(first.texts) == num_select
+    assert (first.scores[:-1] >= first.scores[1:]).all()
+    # boxes are scaled to the original size: the predicted boxes are inside [0, 1] x size
+    assert float(first.pred_boxes.tensor[:, 2].max()) <= 256 + 1e-3
+    assert float(first.pred_boxes.tensor[:, 0].min()) >= -256

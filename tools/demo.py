@@ -1,0 +1,79 @@
+#!/usr/bin/env python
+"""Run ESTS on images and write pictures (polygons + recognised text) and one JSON per image.
+
+Example:
+    python tools/demo.py --config-file configs/ESTS/TotalText.yaml --input photos/*.jpg \
+        --output demo_out --opts MODEL.WEIGHTS model.pth MODEL.DEVICE cpu
+"""
+import argparse
+import glob
+import json
+import os
+
+import cv2
+import torch
+import tqdm
+from detectron2.config import get_cfg
+from detectron2.data.detection_utils import read_image
+from detectron2.engine import DefaultPredictor
+
+from ests_d2.config import add_ests_config
+from ests_d2.utils.visualization import draw_text_instances, instances_to_records, select_confident
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def expand_inputs(inputs):
+    """Image files from a list of files, folders and glob patterns (sorted, de-duplicated)."""
+    files = []
+    for item in inputs:
+        if os.path.isdir(item):
+            files += [os.path.join(item, f) for f in sorted(os.listdir(item)) if f.lower().endswith(IMAGE_EXTENSIONS)]
+        elif os.path.isfile(item):
+            files.append(item)
+        else:
+            matched = sorted(glob.glob(os.path.expanduser(item)))
+            if not matched:
+                raise FileNotFoundError(f"--input {item!r} matches no file")
+            files += matched
+    return list(dict.fromkeys(files))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--input", nargs="+", required=True, help="image files, folders or glob patterns")
+    parser.add_argument("--output", required=True, help="folder for <name>.png and <name>.json")
+    parser.add_argument("--confidence-threshold", type=float, default=0.4, help="minimum detection score drawn")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
+    args = parser.parse_args()
+
+    cfg = get_cfg()
+    add_ests_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"  # a demo should run anywhere; say so rather than crash
+        print("CUDA is not available: running on the CPU")
+    cfg.freeze()
+
+    files = expand_inputs(args.input)
+    os.makedirs(args.output, exist_ok=True)
+    predictor = DefaultPredictor(cfg)
+    for path in tqdm.tqdm(files, desc="demo", unit="img"):
+        image_bgr = read_image(path, format="BGR")
+        # DefaultPredictor converts to cfg.INPUT.FORMAT itself; it expects BGR like cv2.imread.
+        instances = predictor(image_bgr)["instances"].to("cpu")
+        kept = select_confident(instances, args.confidence_threshold)
+        stem = os.path.splitext(os.path.basename(path))[0]
+        picture = draw_text_instances(image_bgr[:, :, ::-1], kept)
+        cv2.imwrite(os.path.join(args.output, stem + ".png"), picture[:, :, ::-1])
+        record = {"file_name": path, "height": image_bgr.shape[0], "width": image_bgr.shape[1],
+                  "confidence_threshold": args.confidence_threshold, "instances": instances_to_records(kept)}
+        with open(os.path.join(args.output, stem + ".json"), "w") as f:
+            json.dump(record, f, indent=1, ensure_ascii=False)
+    print(f"wrote {len(files)} picture(s) and JSON file(s) to {args.output}")
+
+
+if __name__ == "__main__":
+    main()
