@@ -17,6 +17,8 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
+import ests_d2.data  # noqa: F401  (registers the built-in datasets)
+import ests_d2.modeling  # noqa: F401  (registers the ESTS meta-architecture)
 from ests_d2.config import add_ests_config
 from ests_d2.engine import Trainer, launch
 

@@ -2,12 +2,27 @@
 import json
 import os
 
-from detectron2.utils.events import JSONWriter
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 from detectron2.utils.file_io import PathManager
 
 from .checkpoint import atomic_write
 
-__all__ = ["ResumableJSONWriter"]
+__all__ = ["MetricPrinter", "ResumableJSONWriter"]
+
+
+class MetricPrinter(CommonMetricPrinter):
+    """detectron2's console printer without its division by zero.
+
+    Before ``IterationTimer`` has timed 3 iterations, detectron2 estimates the ETA from the previous
+    write and divides by the iterations in between, which is zero when a run crashes right after a
+    write (``after_train`` writes again at the same iteration): the ZeroDivisionError then replaces
+    the real exception.
+    """
+
+    def _get_eta(self, storage):
+        if self._last_write is not None and self._last_write[0] == storage.iter:
+            return None
+        return super()._get_eta(storage)
 
 
 class ResumableJSONWriter(JSONWriter):

@@ -22,12 +22,12 @@ from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model, hoo
 from detectron2.solver import build_lr_scheduler
 from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
-from detectron2.utils.events import CommonMetricPrinter, TensorboardXWriter
+from detectron2.utils.events import TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
 from .checkpoint import AtomicDetectionCheckpointer, PeriodicCheckpointer
 from .data import ResumableTrainLoader, isolated_rng
-from .events import ResumableJSONWriter
+from .events import MetricPrinter, ResumableJSONWriter
 from .train_loop import AMPTrainLoop, TrainLoop
 
 __all__ = ["Trainer"]
@@ -206,7 +206,7 @@ class Trainer(DefaultTrainer):
         os.makedirs(self.cfg.OUTPUT_DIR, exist_ok=True)
         self._metrics_writer = ResumableJSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))
         return [
-            CommonMetricPrinter(self.max_iter),
+            MetricPrinter(self.max_iter),
             self._metrics_writer,
             TensorboardXWriter(self.cfg.OUTPUT_DIR),
         ]

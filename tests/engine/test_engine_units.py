@@ -177,5 +177,17 @@ def test_missing_component_gives_a_clear_error():
         Trainer.build_evaluator(cfg, "tiny_engine_test")
 
 
+def test_metric_printer_survives_two_writes_at_one_iteration():
+    from detectron2.utils.events import EventStorage
+
+    from ests_d2.engine.events import MetricPrinter
+
+    printer = MetricPrinter(max_iter=10)
+    with EventStorage(0) as storage:
+        storage.put_scalar("total_loss", 1.0)
+        printer.write()
+        printer.write()  # what after_train does after a crash at this iteration
+
+
 def test_single_process_launch_calls_main_in_process():
     assert launch(lambda x: x + 1, 1, args=(41,)) == 42
