@@ -213,6 +213,11 @@ class ResumableTrainLoader:
         self.num_workers = num_workers
         self.shuffle = shuffle
 
+    @property
+    def dataset_size(self) -> int:
+        """Number of dataset dicts (the stream itself is infinite)."""
+        return len(self._dataset)
+
     def sampler(self) -> ResumableBatchSampler:
         return ResumableBatchSampler(
             len(self._dataset),

@@ -12,6 +12,10 @@ as their bases, so their ``state_dict`` (optimizer, grad scaler) and hooks keep 
 5. a CUDA out-of-memory error anywhere in 2-4 frees the step's memory, shrinks the batch to the next
    smaller ``INPUT.MIN_SIZE_TRAIN`` choice and retries, or skips the batch after ``max_oom_retries``.
 
+An OOM inside ``optimizer.step`` is retried like the others, but an optimizer that updates its
+parameters one by one may already have changed some of them: OOMs are expected (and most likely)
+in forward and backward, where nothing has been applied yet.
+
 Skip decisions are all-reduced across processes so that every rank takes the same branch (DDP's
 gradient all-reduce would otherwise hang). OOM recovery is single-process only: under DDP a rank
 that fails inside backward has already started bucket all-reduces that cannot be withdrawn.
@@ -19,6 +23,7 @@ that fails inside backward has already started bucket all-reduces that cannot be
 import gc
 import inspect
 import logging
+import random
 import time
 from collections import Counter
 from typing import Dict, List, Optional, Sequence
@@ -203,10 +208,11 @@ class _RobustStepMixin:
             for k, v in self.counters.items():
                 storage.put_scalar(k, v, smoothing_hint=False)
 
-    def _peak_memory_mb(self) -> float:
+    def _memory_metrics(self) -> Dict[str, float]:
+        """CUDA: the allocator's peak during this step; CPU: the process's resident memory now."""
         if self._device().type == "cuda":
-            return torch.cuda.max_memory_allocated() / 2**20
-        return self._process.memory_info().rss / 2**20
+            return {"peak_memory_mb": torch.cuda.max_memory_allocated() / 2**20}
+        return {"rss_mb": self._process.memory_info().rss / 2**20}
 
     def _write_step_metrics(self, loss_dict, data_time: float, grad_norm: Optional[float]):
         metrics = {k: float(v.detach()) for k, v in loss_dict.items()}
@@ -222,7 +228,7 @@ class _RobustStepMixin:
             storage.put_scalars(**mean)
         if grad_norm is not None:
             storage.put_scalar("grad_norm", grad_norm)
-        storage.put_scalar("peak_memory_mb", self._peak_memory_mb(), smoothing_hint=False)
+        storage.put_scalars(**self._memory_metrics(), smoothing_hint=False)
         self._put_counters()
 
     # ----------------------------------------------------------------------------- state
@@ -232,6 +238,7 @@ class _RobustStepMixin:
         ret["batches_consumed"] = self.batches_consumed
         if hasattr(self.data_loader, "seed"):
             ret["data_seed"] = int(self.data_loader.seed)
+            ret["dataset_size"] = self.data_loader.dataset_size
         # The RNG states after this iteration: dropout, denoising noise etc. continue identically.
         ret["rng"] = capture_rng_state()
         return ret
@@ -242,12 +249,22 @@ class _RobustStepMixin:
         self.batches_consumed = int(state_dict.get("batches_consumed", 0))
         if "data_seed" in state_dict and hasattr(self.data_loader, "seed"):
             self.data_loader.seed = int(state_dict["data_seed"])
+            if state_dict.get("dataset_size", self.data_loader.dataset_size) != self.data_loader.dataset_size:
+                logger.warning(
+                    "The checkpoint was trained on %d dataset dicts, this run has %d: the resumed data "
+                    "stream is not the one the run would have seen.",
+                    state_dict["dataset_size"],
+                    self.data_loader.dataset_size,
+                )
         self._batch_iter = None  # restart the stream at the restored position
         if "rng" in state_dict:
             restore_rng_state(state_dict["rng"])
             if comm.get_rank() > 0:
                 # Only rank 0's states are in the file; give the other ranks distinct, reproducible ones.
-                torch.manual_seed(int(state_dict["iteration"]) * 1000 + comm.get_rank())
+                seed = int(state_dict["iteration"]) * 1000 + comm.get_rank()
+                random.seed(seed)
+                np.random.seed(seed)
+                torch.manual_seed(seed)
 
 
 def _init_kwargs(cls, **candidates):
@@ -302,6 +319,15 @@ class AMPTrainLoop(_RobustStepMixin, AMPTrainer):
         if not grad_norm_finite:
             self.counters["amp_overflows"] += 1
         return True
+
+    def _release_step_memory(self):
+        super()._release_step_memory()
+        # An OOM between unscale_() and update() (e.g. in AdamW's first step, which allocates its
+        # moments) leaves the scaler waiting for step(); the retry's unscale_() would then raise.
+        # The scale itself is kept: it was not the cause.
+        per_optimizer = getattr(self.grad_scaler, "_per_optimizer_states", None)
+        if per_optimizer is not None:
+            per_optimizer.clear()
 
     def _write_step_metrics(self, loss_dict, data_time, grad_norm):
         super()._write_step_metrics(loss_dict, data_time, grad_norm)

@@ -128,3 +128,23 @@ def test_fp16_grad_scaler_handles_overflow_and_is_checkpointed(tmp_path):
     resumed.resume_or_load(resume=True)
     assert resumed._trainer.grad_scaler.get_scale() == saved_scale
     assert resumed.start_iter == 6
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")
+def test_oom_in_the_optimizer_step_under_a_grad_scaler_is_retried(tmp_path):
+    """The scaler has unscaled the gradients when AdamW's first step (allocating its moments) fails."""
+    cfg = tiny_cfg(tmp_path, "SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "float16", "SOLVER.MAX_ITER", 3)
+    seed_all_rng(0)
+    trainer = TinyTrainer(cfg)
+    step, calls = trainer.optimizer.step, []
+
+    def failing_step(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = failing_step
+    trainer.train()
+    assert trainer.iter == 3
+    assert trainer._trainer.counters["oom_retries"] == 1
