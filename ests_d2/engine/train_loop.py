@@ -96,7 +96,7 @@ class _RobustStepMixin:
         start = time.perf_counter()
         data = self._next_batch()
         data_time = time.perf_counter() - start
-        if torch.cuda.is_available():
+        if self._device().type == "cuda":
             torch.cuda.reset_peak_memory_stats()
 
         for attempt in range(self.max_oom_retries + 1):

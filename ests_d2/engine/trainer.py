@@ -80,7 +80,9 @@ class Trainer(DefaultTrainer):
         on_cuda = next(model.parameters()).device.type == "cuda"
         ddp_params = inspect.signature(DistributedDataParallel.__init__).parameters
         # Newer torch deprecates broadcast_buffers for forward_sync_buffers (same meaning after init).
-        no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in ddp_params else {"broadcast_buffers": False}
+        no_sync = (
+            {"forward_sync_buffers": False} if "forward_sync_buffers" in ddp_params else {"broadcast_buffers": False}
+        )
         # detectron2 0.6 passes device_ids=[local_rank] unconditionally, which DDP rejects on CPU.
         return create_ddp_model(model, device_ids=[comm.get_local_rank()] if on_cuda else None, **no_sync)
 
@@ -104,7 +106,9 @@ class Trainer(DefaultTrainer):
     def build_lr_scheduler(cls, cfg, optimizer):
         """detectron2's scheduler (the official schedule: WarmupMultiStepLR with WARMUP_ITERS 0)."""
         if cfg.SOLVER.WARMUP_ITERS > 0:
-            logger.warning("SOLVER.WARMUP_ITERS=%d: the official ESTS schedules have no warm-up.", cfg.SOLVER.WARMUP_ITERS)
+            logger.warning(
+                "SOLVER.WARMUP_ITERS=%d: the official ESTS schedules have no warm-up.", cfg.SOLVER.WARMUP_ITERS
+            )
         return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
@@ -123,10 +127,14 @@ class Trainer(DefaultTrainer):
         if not cfg.SOLVER.AMP.ENABLED:
             return TrainLoop(model, data_loader, optimizer, **robust)
         if cfg.SOLVER.AMP.PRECISION not in _PRECISIONS:
-            raise ValueError(f"SOLVER.AMP.PRECISION must be one of {sorted(_PRECISIONS)}, got {cfg.SOLVER.AMP.PRECISION!r}")
+            raise ValueError(
+                f"SOLVER.AMP.PRECISION must be one of {sorted(_PRECISIONS)}, got {cfg.SOLVER.AMP.PRECISION!r}"
+            )
         precision = _PRECISIONS[cfg.SOLVER.AMP.PRECISION]
         if device_type == "cpu" and precision == torch.float16:
-            logger.warning("fp16 autocast on CPU is slow and rarely useful; SOLVER.AMP.PRECISION bfloat16 is the CPU choice.")
+            logger.warning(
+                "fp16 autocast on CPU is slow and rarely useful; SOLVER.AMP.PRECISION bfloat16 is the CPU choice."
+            )
         return AMPTrainLoop(model, data_loader, optimizer, precision=precision, **robust)
 
     @classmethod

@@ -55,7 +55,10 @@ def _loader(num_workers):
 
 
 def _signature(batch):
-    return [(d["image_id"], d["image"].shape, d["image"].sum().item(), d["instances"].gt_boxes.tensor.tolist()) for d in batch]
+    return [
+        (d["image_id"], d["image"].shape, d["image"].sum().item(), d["instances"].gt_boxes.tensor.tolist())
+        for d in batch
+    ]
 
 
 def test_loader_is_a_function_of_position_and_leaves_global_rng_alone():
