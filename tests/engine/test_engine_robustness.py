@@ -131,6 +131,7 @@ def test_fp16_grad_scaler_handles_overflow_and_is_checkpointed(tmp_path):
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")
+@pytest.mark.filterwarnings("ignore:Seems like `optimizer.step\\(\\)` has been overridden:UserWarning")
 def test_oom_in_the_optimizer_step_under_a_grad_scaler_is_retried(tmp_path):
     """The scaler has unscaled the gradients when AdamW's first step (allocating its moments) fails."""
     cfg = tiny_cfg(tmp_path, "SOLVER.AMP.ENABLED", True, "SOLVER.AMP.PRECISION", "float16", "SOLVER.MAX_ITER", 3)
