@@ -94,4 +94,10 @@ def _add_solver_config(cfg):
 
 
 def _add_test_config(cfg):
-    pass  # filled in by the evaluator
+    cfg.TEST.TEXT = CN()
+    t = cfg.TEST.TEXT
+    t.TASKS = ["det", "e2e"]  # runs to report: "det" (official task 0, no rec filter) and/or "e2e" (task 1)
+    t.LEXICONS = []  # extra e2e runs with lexicons: TT "full"/"weak", CTW "full", IC15 "generic"/"weak"/"strong"
+    t.DET_THRESHOLD = -1.0  # keep round(score, 3) >= this; -1: official (TT 0.415, CTW 0.41, IC15 0.243)
+    t.REC_CONFIDENCE = -1.0  # e2e: drop mean(rec_scores) < this; -1: official (TT 0.975, CTW 0.98, IC15 none)
+    t.WORD_SPOTTING = -1  # 1/0 force the word-spotting rules on/off; -1: official (Total-Text only)

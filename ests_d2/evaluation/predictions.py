@@ -1,0 +1,141 @@
+"""Predictions in the neutral ``ests-eval-predictions/v1`` form (eval_protocol.md), before thresholds.
+
+One record per instance, in the model's order: polygon, float32 score, decoded text, the float32 mean
+of the 25 per-slot recognition scores (``rec_conf``) and, where a weighted lexicon may need them, the
+first ``len(text)`` rows of ``rec_prob``.
+"""
+import json
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import numpy as np
+
+FORMAT = "ests-eval-predictions/v1"
+SCORE_FLOOR = 0.1  # the official conversion keeps only score > 0.1, whatever the threshold
+
+
+@dataclass
+class InstancePrediction:
+    polygon: np.ndarray  # (k, 2) float32 image pixels
+    score: float  # float64 value of the float32 model score
+    text: str  # official decoding, no lexicon
+    rec_conf: Optional[float] = None  # float32 mean of the 25 rec_scores (padding included)
+    rec_prob: Optional[np.ndarray] = None  # (K, V) float32 softmax rows, K >= len(text)
+
+
+@dataclass
+class ImagePrediction:
+    image_id: int
+    instances: List[InstancePrediction] = field(default_factory=list)
+
+
+def decode_rec(rec, characters, unknown_glyph: str) -> str:
+    """Official decoding: ids < len(characters) print, the next id prints ``unknown_glyph``, others skip."""
+    out = []
+    for i in rec:
+        i = int(i)
+        if 0 <= i < len(characters):
+            out.append(characters[i])
+        elif i == len(characters):
+            out.append(unknown_glyph)
+    return "".join(out)
+
+
+def from_instances(image_id: int, instances, keep_rec_prob: bool) -> ImagePrediction:
+    """Neutral record of one image from model ``Instances`` (fields of docs/ARCHITECTURE.md).
+
+    Args:
+        keep_rec_prob: keep ``rec_prob`` rows (only for instances above the official 0.1 floor).
+    """
+    n = len(instances)
+    if n == 0:
+        return ImagePrediction(int(image_id), [])
+    for name in ("scores", "polygons", "texts", "rec_scores") + (("rec_probs",) if keep_rec_prob else ()):
+        if not instances.has(name):
+            raise ValueError(f"image {image_id}: model output Instances lack the field {name!r} (docs/ARCHITECTURE.md)")
+    scores = instances.scores.detach().float().cpu().numpy()
+    polygons = instances.polygons.detach().float().cpu().numpy().reshape(n, -1, 2)
+    rec_conf = instances.rec_scores.detach().float().cpu().mean(dim=1).numpy()
+    texts = list(instances.texts)
+    if len(texts) != n:
+        raise ValueError(f"image {image_id}: {len(texts)} texts for {n} instances")
+    probs = instances.rec_probs.detach().float().cpu().numpy() if keep_rec_prob else None
+    out = []
+    for k in range(n):
+        keep_probs = probs is not None and scores[k] > SCORE_FLOOR
+        out.append(
+            InstancePrediction(
+                polygon=polygons[k],
+                score=float(scores[k]),
+                text=texts[k],
+                rec_conf=float(rec_conf[k]),
+                rec_prob=probs[k, : len(texts[k])].copy() if keep_probs else None,
+            )
+        )
+    return ImagePrediction(int(image_id), out)
+
+
+def _instance_from_json(record: dict, where: str, characters, unknown_glyph: str) -> InstancePrediction:
+    try:
+        polygon = np.asarray(record["polygon"], dtype=np.float32).reshape(-1, 2)
+        score = float(np.float32(record["score"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"{where}: needs 'polygon' ([[x, y], ...]) and 'score' ({e})") from None
+    if "text" in record:
+        text = str(record["text"])
+    elif "rec" in record:
+        text = decode_rec(record["rec"], characters, unknown_glyph)
+    else:
+        raise ValueError(f"{where}: needs 'text' or 'rec'")
+    if "rec_conf" in record:
+        rec_conf = float(np.float32(record["rec_conf"]))
+    elif "rec_scores" in record:
+        rec_conf = float(np.asarray(record["rec_scores"], dtype=np.float32).mean(dtype=np.float32))
+    else:
+        rec_conf = None
+    prob = record.get("rec_prob")
+    return InstancePrediction(polygon, score, text, rec_conf, None if prob is None else np.asarray(prob, np.float32))
+
+
+def read_json(path: str, characters, unknown_glyph: str):
+    """(dataset name or None, [ImagePrediction]) from a neutral JSON file."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("images"), list):
+        raise ValueError(f"{path}: not an {FORMAT} file (needs 'format' and an 'images' list)")
+    images, seen = [], set()
+    for i, img in enumerate(data["images"]):
+        if "image_id" not in img:
+            raise ValueError(f"{path}: images[{i}] has no 'image_id'")
+        image_id = int(img["image_id"])
+        if image_id in seen:
+            raise ValueError(f"{path}: image_id {image_id} is listed twice")
+        seen.add(image_id)
+        instances = [
+            _instance_from_json(r, f"{path}: image {image_id} instance {k}", characters, unknown_glyph)
+            for k, r in enumerate(img.get("instances", []))
+        ]
+        images.append(ImagePrediction(image_id, instances))
+    return data.get("dataset"), images
+
+
+def write_json(path: str, dataset: str, images: List[ImagePrediction]) -> None:
+    """Neutral JSON; floats are the float64 values of the float32 numbers, so they read back exactly."""
+
+    def inst(p: InstancePrediction) -> dict:
+        rec = {"polygon": p.polygon.astype(np.float64).tolist(), "score": p.score, "text": p.text}
+        if p.rec_conf is not None:
+            rec["rec_conf"] = p.rec_conf
+        if p.rec_prob is not None:
+            rec["rec_prob"] = p.rec_prob.astype(np.float64).tolist()
+        return rec
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    payload = {
+        "format": FORMAT,
+        "dataset": dataset,
+        "images": [{"image_id": im.image_id, "instances": [inst(p) for p in im.instances]} for im in images],
+    }
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(payload, f)

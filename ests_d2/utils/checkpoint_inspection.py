@@ -1,0 +1,122 @@
+"""What is inside a checkpoint, and can ``--resume`` continue from it (used by tools/inspect_checkpoint.py)."""
+import argparse
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import torch
+
+
+def load_checkpoint(path: str) -> Dict[str, Any]:
+    """Load without executing pickled code: only tensors, containers and the official ``argparse.Namespace``."""
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a dict at the top level, found {type(data).__name__}")
+    return data
+
+
+def _walk(node: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    """(dotted key, value) for every entry of nested dicts."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            yield name, value
+            yield from _walk(value, name)
+
+
+def _find(data: Dict, last_key: str) -> Optional[Tuple[str, Any]]:
+    """The shallowest entry whose key is ``last_key``."""
+    hits = [(k, v) for k, v in _walk(data) if k.split(".")[-1] == last_key]
+    return min(hits, key=lambda kv: kv[0].count(".")) if hits else None
+
+
+def _is_state_dict(node: Any) -> bool:
+    return isinstance(node, dict) and bool(node) and all(torch.is_tensor(v) for v in node.values())
+
+
+def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
+    """A plain summary: format, keys, iteration, parameters, optimizer, AMP, RNG, data position, resume verdict."""
+    if "model" in data and isinstance(data["model"], dict):
+        weights = data["model"]
+    elif _is_state_dict(data):
+        weights = data
+    else:
+        raise ValueError("no model weights found (neither a 'model' entry nor a bare state_dict)")
+    names = list(weights)
+    official_names = any(n.startswith(("backbone.0.body.", "transformer.decoder.")) for n in names)
+    if "trainer" in data or (not official_names and "model" in data):
+        fmt = "ests-d2 / detectron2 checkpoint"
+    elif {"epoch", "args", "lr_scheduler"} & set(data) or official_names:
+        fmt = "official ESTS checkpoint" if "model" in data else "official ESTS state_dict (bare)"
+    else:
+        fmt = "bare state_dict"
+
+    # Aliased tensors (the official shared heads) share storage: count each storage once.
+    seen, total = set(), 0
+    for t in weights.values():
+        if torch.is_tensor(t) and t.is_floating_point():
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
+            if key not in seen:
+                seen.add(key)
+                total += t.numel()
+
+    summary: Dict[str, Any] = {
+        "format": fmt,
+        "top_level_keys": sorted(data) if "model" in data else ["<state_dict>"],
+        "tensors": len(names),
+        "parameters_and_buffers": total,
+    }
+    iteration = data.get("iteration", data.get("trainer", {}).get("iteration") if isinstance(data.get("trainer"), dict) else None)
+    summary["iteration"] = iteration
+    summary["epoch"] = data.get("epoch")
+
+    optimizer = _find(data, "optimizer")
+    if optimizer and isinstance(optimizer[1], dict) and "param_groups" in optimizer[1]:
+        opt = optimizer[1]
+        state = opt.get("state", {})
+        first = next(iter(state.values()), {})
+        moments = "exp_avg" in first
+        decoupled = any(g.get("decoupled_weight_decay") for g in opt["param_groups"])
+        summary["optimizer"] = {
+            "where": optimizer[0],
+            "type": ("AdamW" if decoupled else "Adam/AdamW") if moments else ("SGD" if "momentum_buffer" in first else "unknown"),
+            "learning_rates": [g.get("lr") for g in opt["param_groups"]],
+            "weight_decay": [g.get("weight_decay") for g in opt["param_groups"]],
+            "params_per_group": [len(g.get("params", [])) for g in opt["param_groups"]],
+            "steps_taken": int(first["step"]) if "step" in first else None,
+        }
+        # Moments have the shape of their parameter: their size is the trainable parameter count.
+        summary["trainable_parameters"] = sum(s["exp_avg"].numel() for s in state.values() if "exp_avg" in s) or None
+    else:
+        summary["optimizer"] = None
+        summary["trainable_parameters"] = None
+
+    scaler = _find(data, "grad_scaler")
+    summary["grad_scaler_scale"] = float(scaler[1]["scale"]) if scaler and isinstance(scaler[1], dict) and "scale" in scaler[1] else None
+    scheduler = _find(data, "scheduler") or _find(data, "lr_scheduler")
+    summary["scheduler"] = scheduler[0] if scheduler else None
+    summary["rng_states"] = sorted(_find(data, "rng")[1]) if _find(data, "rng") else None
+    position = _find(data, "batches_consumed")
+    summary["data_position_batches"] = int(position[1]) if position else None
+    summary["resume"] = resume_verdict(summary)
+    return summary
+
+
+def resume_verdict(summary: Dict[str, Any]) -> str:
+    """One sentence: whether ``--resume`` continues this run, and how faithfully."""
+    if summary["format"].startswith("official"):
+        return ("no: an official ESTS checkpoint cannot be resumed here; convert it with "
+                "tools/convert_official_weights.py and start from it with MODEL.WEIGHTS")
+    if summary["iteration"] is None:
+        return "no: weights only (no iteration); use it as MODEL.WEIGHTS to start a new run"
+    missing: List[str] = []
+    if summary["optimizer"] is None:
+        missing.append("optimizer state (AdamW moments restart from zero)")
+    if summary["scheduler"] is None:
+        missing.append("LR scheduler")
+    if summary["rng_states"] is None:
+        missing.append("RNG states")
+    if summary["data_position_batches"] is None:
+        missing.append("data position")
+    if not missing:
+        return f"yes: --resume continues exactly after iteration {summary['iteration']}"
+    return f"partly: --resume continues at iteration {summary['iteration']} but lacks " + ", ".join(missing)
