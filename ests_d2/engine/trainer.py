@@ -235,7 +235,8 @@ class Trainer(DefaultTrainer):
     def state_dict(self):
         ret = super().state_dict()
         # Newer detectron2 already stores the inner loop under "_trainer"; 0.6 does not (no optimizer!).
-        ret.setdefault("_trainer", self._trainer.state_dict())
+        if "_trainer" not in ret:
+            ret["_trainer"] = self._trainer.state_dict()
         storage = getattr(self, "storage", None)
         if storage is not None and comm.is_main_process():
             ret["history"] = {
