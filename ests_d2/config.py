@@ -81,7 +81,17 @@ def _add_input_config(cfg):
 
 
 def _add_solver_config(cfg):
-    pass  # filled in by the training engine
+    s = cfg.SOLVER
+    s.BACKBONE_MULTIPLIER = 0.1  # lr of params whose name contains "backbone" = BASE_LR * this (1e-5)
+    s.LOG_PERIOD = 20  # iterations between two metric writes (console, metrics.json, tensorboard)
+    s.MAX_CHECKPOINTS_TO_KEEP = 0  # periodic checkpoints kept on disk (0 = keep all; model_final is never deleted)
+    s.MAX_CONSECUTIVE_NONFINITE = 100  # abort with FloatingPointError after this many skipped non-finite steps in a row
+    s.AMP.PRECISION = "float16"  # autocast dtype when SOLVER.AMP.ENABLED: "float16" (with a GradScaler) or "bfloat16"
+
+    s.OOM = CN()
+    s.OOM.ENABLED = True  # undo a step that runs out of CUDA memory and retry it smaller instead of crashing
+    s.OOM.MAX_RETRIES = 2  # retries of one batch (each at a smaller INPUT.MIN_SIZE_TRAIN choice) before skipping it
+    s.OOM.INJECT_AT_ITERS = ()  # testing only: each listed iteration raises a simulated OOM (listed n times: n tries)
 
 
 def _add_test_config(cfg):

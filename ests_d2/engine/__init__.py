@@ -1,0 +1,17 @@
+"""Training engine: ``Trainer``, AMP / OOM-surviving train loops, atomic checkpoints, CPU/GPU launch."""
+from .checkpoint import AtomicDetectionCheckpointer, PeriodicCheckpointer
+from .data import ResumableBatchSampler, ResumableTrainLoader
+from .launch import launch
+from .train_loop import AMPTrainLoop, TrainLoop
+from .trainer import Trainer
+
+__all__ = [
+    "AMPTrainLoop",
+    "AtomicDetectionCheckpointer",
+    "PeriodicCheckpointer",
+    "ResumableBatchSampler",
+    "ResumableTrainLoader",
+    "TrainLoop",
+    "Trainer",
+    "launch",
+]

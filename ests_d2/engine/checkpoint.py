@@ -1,0 +1,157 @@
+"""Crash-safe checkpoints and the RNG state that makes a resumed run bitwise identical.
+
+A checkpoint is first written to a hidden temporary file in the same folder, flushed and fsynced,
+then renamed over its final name with ``os.replace`` (atomic on POSIX); ``last_checkpoint`` is
+only re-tagged afterwards, the same way. A process killed at any instant therefore leaves either
+the previous complete checkpoint or the new complete one, never a truncated file that
+``last_checkpoint`` points to. Everything saved is plain tensors / numbers / strings, so the files
+load with ``torch.load(weights_only=True)``.
+"""
+import logging
+import os
+import random
+import re
+import tempfile
+from typing import Callable, Dict, IO
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.engine import hooks
+
+__all__ = [
+    "AtomicDetectionCheckpointer",
+    "PeriodicCheckpointer",
+    "atomic_write",
+    "capture_rng_state",
+    "restore_rng_state",
+]
+
+logger = logging.getLogger(__name__)
+
+_TEMP_SUFFIX = ".tmp"
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
+    """Write ``path`` through ``write(binary_file)`` so that readers see the old or the whole new file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=_TEMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary readable files
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)  # make the rename itself durable
+
+
+class AtomicDetectionCheckpointer(DetectionCheckpointer):
+    """``DetectionCheckpointer`` whose checkpoint files and ``last_checkpoint`` tag are written atomically."""
+
+    def _is_local(self) -> bool:
+        return "://" not in self.save_dir
+
+    def save(self, name: str, **kwargs) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        if not self._is_local():  # remote stores have no atomic rename; keep fvcore's behaviour
+            return super().save(name, **kwargs)
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info("Saving checkpoint to {}".format(save_file))
+        os.makedirs(self.save_dir, exist_ok=True)
+        atomic_write(save_file, lambda f: torch.save(data, f))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        if not self._is_local():
+            return super().tag_last_checkpoint(last_filename_basename)
+        atomic_write(
+            os.path.join(self.save_dir, "last_checkpoint"),
+            lambda f: f.write(last_filename_basename.encode()),
+        )
+
+    def remove_stale_temp_files(self) -> int:
+        """Delete temporary files left by a process killed while saving; returns how many."""
+        if not self.save_dir or not self._is_local() or not os.path.isdir(self.save_dir):
+            return 0
+        stale = [
+            f for f in os.listdir(self.save_dir) if f.startswith(".") and f.endswith(_TEMP_SUFFIX)
+        ]
+        for f in stale:
+            os.unlink(os.path.join(self.save_dir, f))
+        if stale:
+            logger.info("Removed %d incomplete checkpoint file(s) in %s", len(stale), self.save_dir)
+        return len(stale)
+
+
+class PeriodicCheckpointer(hooks.PeriodicCheckpointer):
+    """detectron2's periodic checkpoint hook that also counts checkpoints written before a resume.
+
+    fvcore only remembers the checkpoints written by the current process (and deletes one old file
+    per new one), so with ``max_to_keep`` a run resumed many times would keep every file from its
+    earlier lives, plus one per kill that fell between writing a file and deleting the oldest.
+    """
+
+    def before_train(self):
+        super().before_train()
+        if self.max_to_keep is None or not os.path.isdir(self.checkpointer.save_dir):
+            return
+        pattern = re.compile(re.escape(self.file_prefix) + r"_\d{7}\.pth")
+        existing = sorted(f for f in os.listdir(self.checkpointer.save_dir) if pattern.fullmatch(f))
+        paths = [os.path.join(self.checkpointer.save_dir, f) for f in existing]
+        excess = max(0, len(paths) - self.max_to_keep)
+        for path in paths[:excess]:  # oldest first; last_checkpoint names the newest
+            os.unlink(path)
+        self.recent_checkpoints = paths[excess:]
+
+
+def capture_rng_state() -> Dict:
+    """Python, numpy, torch CPU and (if present) CUDA generator states, as checkpoint-safe values."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _as_tuple(x):
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def restore_rng_state(state: Dict) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    random.setstate(_as_tuple(state["python"]))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        if len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        else:
+            logger.warning(
+                "Checkpoint holds CUDA RNG states of %d devices, this process sees %d: not restored.",
+                len(state["cuda"]),
+                torch.cuda.device_count(),
+            )

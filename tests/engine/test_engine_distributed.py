@@ -1,0 +1,29 @@
+"""Two CPU processes (gloo) through ``ests_d2.engine.launch``: DDP keeps both ranks identical."""
+import json
+
+import pytest
+import torch
+
+from ests_d2.engine import launch
+from tests.engine.tiny_engine import tiny_cfg, train_and_save
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_ends_with_identical_weights(tmp_path):
+    cfg = tiny_cfg(tmp_path / "run", "SOLVER.IMS_PER_BATCH", 4, "SOLVER.MAX_ITER", 6)
+    launch(train_and_save, 2, dist_url="auto", args=(cfg, str(tmp_path)), backend="gloo")
+
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    assert [r["batches_consumed"] for r in ranks] == [6, 6]
+    # The ranks started apart (else the test proves nothing) ...
+    assert any(not torch.equal(ranks[0]["initial"][k], ranks[1]["initial"][k]) for k in ranks[0]["initial"])
+    for k, v in ranks[0]["final"].items():
+        assert torch.equal(v, ranks[1]["final"][k]), k  # ... and ended identical
+        assert torch.isfinite(v).all()
+    assert any(not torch.equal(ranks[0]["final"][k], ranks[0]["initial"][k]) for k in ranks[0]["final"])
+    # Only the main process writes metrics and checkpoints.
+    with open(tmp_path / "run" / "metrics.json") as f:
+        iterations = [json.loads(line)["iteration"] for line in f if "total_loss" in line]
+    assert iterations == list(range(6))
+    assert (tmp_path / "run" / "model_final.pth").is_file()

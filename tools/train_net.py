@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""Train or evaluate ESTS with detectron2.
+
+    tools/train_net.py --config-file configs/ESTS/X.yaml [--num-gpus N] [KEY VALUE ...]
+    tools/train_net.py --config-file ... --resume          # continue exactly where the run stopped
+    tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS model_final.pth
+
+Without CUDA, ``--num-gpus N`` starts N CPU processes (gloo), which is how the distributed code is
+tested. Multi-machine runs add ``--num-machines``, ``--machine-rank`` and ``--dist-url`` as in
+detectron2.
+"""
+import logging
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+
+import ests_d2.data  # noqa: F401  (registers the built-in datasets)
+import ests_d2.modeling  # noqa: F401  (registers the ESTS meta-architecture)
+from ests_d2.config import add_ests_config
+from ests_d2.engine import Trainer, launch
+
+logger = logging.getLogger("ests_d2")
+
+
+def setup(args):
+    """Config from defaults + ESTS keys + the yaml file + command-line overrides."""
+    cfg = get_cfg()
+    add_ests_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    return cfg
+
+
+def main(args, trainer_cls=Trainer):
+    """Evaluate (``--eval-only``) or train; ``trainer_cls`` lets other entry points reuse this script."""
+    cfg = setup(args)
+    if args.eval_only:
+        model = trainer_cls.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        results = trainer_cls.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
+    trainer = trainer_cls(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+def invoke_main(trainer_cls=Trainer):
+    args = default_argument_parser().parse_args()
+    logger.info("Command line arguments: %s", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args, trainer_cls),
+    )
+
+
+if __name__ == "__main__":
+    invoke_main()
