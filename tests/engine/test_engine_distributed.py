@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo) through ``ests_d2.engine.launch``: DDP keeps both ranks identical."""
+"""Two CPU processes (gloo) through ``ests_d2.engine.launch``: DDP keeps both ranks identical, also after --resume."""
 import json
 
 import pytest
@@ -27,3 +27,13 @@ def test_two_process_gloo_run_ends_with_identical_weights(tmp_path):
         iterations = [json.loads(line)["iteration"] for line in f if "total_loss" in line]
     assert iterations == list(range(6))
     assert (tmp_path / "run" / "model_final.pth").is_file()
+
+    # Resume both ranks from the checkpoint rank 0 wrote, with a longer schedule.
+    cfg = tiny_cfg(tmp_path / "run", "SOLVER.IMS_PER_BATCH", 4, "SOLVER.MAX_ITER", 9)
+    launch(train_and_save, 2, dist_url="auto", args=(cfg, str(tmp_path), True), backend="gloo")
+    resumed = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    assert [r["start_iter"] for r in resumed] == [6, 6]
+    assert [r["batches_consumed"] for r in resumed] == [9, 9]
+    for k, v in resumed[0]["final"].items():
+        assert torch.equal(v, resumed[1]["final"][k]), k
+    assert any(not torch.equal(resumed[0]["final"][k], ranks[0]["final"][k]) for k in ranks[0]["final"])

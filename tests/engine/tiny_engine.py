@@ -202,7 +202,7 @@ def tiny_cfg(output_dir, *opts):
     return cfg
 
 
-def train_and_save(cfg, out_dir):
+def train_and_save(cfg, out_dir, resume=False):
     """Worker of the multi-process test: train with a rank-dependent init, save what the test checks."""
     from detectron2.utils import comm
     from detectron2.utils.env import seed_all_rng
@@ -213,10 +213,11 @@ def train_and_save(cfg, out_dir):
     initial = TinyTrainer.build_model(cfg).state_dict()
     seed_all_rng(100 + rank)
     trainer = TinyTrainer(cfg)
-    trainer.resume_or_load(resume=False)
+    trainer.resume_or_load(resume=resume)
     trainer.train()
     torch.save(
         {
+            "start_iter": trainer.start_iter,
             "world_size": comm.get_world_size(),
             "initial": initial,
             "final": trainer.model.module.state_dict(),
