@@ -9,29 +9,16 @@ import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
-from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
 
 from ests_d2.config import add_ests_config
 from ests_d2.engine import Trainer
+from tests.engine.tiny_engine import SimulatedCrash, StopAfter
 
 ests_data = pytest.importorskip("ests_d2.data")
 pytest.importorskip("ests_d2.modeling")
 
 DATASET = "icdar2015_samples"
-
-
-class _Stop(Exception):
-    pass
-
-
-class StopAfter(HookBase):
-    def __init__(self, k):
-        self.k = k
-
-    def after_step(self):
-        if self.trainer.iter == self.k:
-            raise _Stop()
 
 
 def _cfg(output_dir):
@@ -62,7 +49,7 @@ def _train(cfg, resume=False, stop_after=None):
         trainer.train()
     else:
         trainer.register_hooks([StopAfter(stop_after)])
-        with pytest.raises(_Stop):
+        with pytest.raises(SimulatedCrash):
             trainer.train()
     return trainer
 

@@ -3,27 +3,11 @@ import json
 
 import pytest
 import torch
-from detectron2.engine import HookBase
 from detectron2.utils.env import seed_all_rng
 
-from tests.engine.tiny_engine import TinyTrainer, tiny_cfg
+from tests.engine.tiny_engine import SimulatedCrash, StopAfter, TinyTrainer, tiny_cfg
 
 LOSS_KEYS = ("total_loss", "loss_box", "loss_aux", "lr", "grad_norm")
-
-
-class _Stop(Exception):
-    pass
-
-
-class StopAfter(HookBase):
-    """Simulates a crash right after iteration ``k`` (and its checkpoint)."""
-
-    def __init__(self, k):
-        self.k = k
-
-    def after_step(self):
-        if self.trainer.iter == self.k:
-            raise _Stop()
 
 
 def _train(cfg, resume=False, stop_after=None):
@@ -32,7 +16,7 @@ def _train(cfg, resume=False, stop_after=None):
     trainer.resume_or_load(resume=resume)
     if stop_after is not None:
         trainer.register_hooks([StopAfter(stop_after)])
-        with pytest.raises(_Stop):
+        with pytest.raises(SimulatedCrash):
             trainer.train()
     else:
         trainer.train()

@@ -11,6 +11,7 @@ import random
 import torch
 from torch import nn
 from detectron2.config import get_cfg
+from detectron2.engine import HookBase
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.modeling import META_ARCH_REGISTRY
@@ -239,3 +240,18 @@ def resume_and_train(cfg):
 
 # Registered on import so that spawned / forked worker processes see the datasets too.
 register_tiny_datasets()
+
+
+class SimulatedCrash(Exception):
+    """Raised by :class:`StopAfter` to end a training run abruptly."""
+
+
+class StopAfter(HookBase):
+    """Simulates a crash right after iteration ``k`` (and its checkpoint)."""
+
+    def __init__(self, k):
+        self.k = k
+
+    def after_step(self):
+        if self.trainer.iter == self.k:
+            raise SimulatedCrash()
