@@ -5,13 +5,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DEMO_CONFIG ?= configs/ESTS/Synthetic-Tiny.yaml
 DEMO_OUTPUT ?= output/demo
+# The GPU when there is one (evaluated after setup, when torch exists).
+DEMO_DEVICE ?= $(shell $(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')" 2>/dev/null)
 
 .PHONY: setup demo test bench
 setup:
 	VENV=$(VENV) bash scripts/install.sh
 
 demo: setup
-	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) OUTPUT_DIR $(DEMO_OUTPUT)
+	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) MODEL.DEVICE $(DEMO_DEVICE) OUTPUT_DIR $(DEMO_OUTPUT)
 
 test: setup
 	$(PY) -m pytest -q
