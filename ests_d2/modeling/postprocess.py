@@ -12,7 +12,7 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 
-from ..data.text_utils import CharVocabulary
+from ..data.text_utils import CharVocabulary, TextList
 from .layers import box_cxcywh_to_xyxy
 
 __all__ = ["ESTSPostProcess", "result_to_instances"]
@@ -103,5 +103,5 @@ def result_to_instances(result: Dict[str, torch.Tensor], image_size: Tuple[int, 
     instances.rec = result["rec"].long()
     instances.rec_scores = result["rec_score"].float()
     instances.rec_probs = result["rec_prob"].float()
-    instances.texts = [vocabulary.decode(ids) for ids in result["rec"].tolist()]
+    instances.texts = TextList(vocabulary.decode(ids) for ids in result["rec"].tolist())
     return instances
