@@ -36,7 +36,7 @@ def _add_model_config(cfg):
 
     e.DN = CN()
     e.DN.ENABLED = True  # contrastive denoising queries in training
-    e.DN.NUMBER = 100  # denoising queries budget (dn_number)
+    e.DN.NUMBER = 100  # DN budget: 2*NUMBER//(2*max GTs) groups if 2*NUMBER >= 100, else 2*NUMBER groups (official)
     e.DN.LABEL_NOISE_RATIO = 0.5  # label flip ratio (flip probability is half of it)
     e.DN.BOX_NOISE_SCALE = 1.0  # box noise scale (the official scripts use 1.0)
 
