@@ -33,6 +33,17 @@ def _is_state_dict(node: Any) -> bool:
     return isinstance(node, dict) and bool(node) and all(torch.is_tensor(v) for v in node.values())
 
 
+def _find_scheduler(data: Dict) -> Optional[Dict[str, Any]]:
+    """Where the LR scheduler state is (the official ``lr_scheduler``, or a detectron2 hook such as
+    ``trainer.hooks.LRScheduler``) with its step count and base learning rates."""
+    hits = [(k, v) for k, v in _walk(data) if "scheduler" in k.split(".")[-1].lower() and isinstance(v, dict)]
+    if not hits:
+        return None
+    where, state = min(hits, key=lambda kv: kv[0].count("."))
+    return {"where": where, "last_epoch": state.get("last_epoch"), "base_lrs": state.get("base_lrs"),
+            "milestones": sorted(state["milestones"]) if isinstance(state.get("milestones"), (dict, list)) else None}
+
+
 def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
     """A plain summary: format, keys, iteration, parameters, optimizer, AMP, RNG, data position, resume verdict."""
     if "model" in data and isinstance(data["model"], dict):
@@ -92,11 +103,21 @@ def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
 
     scaler = _find(data, "grad_scaler")
     summary["grad_scaler_scale"] = float(scaler[1]["scale"]) if scaler and isinstance(scaler[1], dict) and "scale" in scaler[1] else None
-    scheduler = _find(data, "scheduler") or _find(data, "lr_scheduler")
-    summary["scheduler"] = scheduler[0] if scheduler else None
-    summary["rng_states"] = sorted(_find(data, "rng")[1]) if _find(data, "rng") else None
-    position = _find(data, "batches_consumed")
-    summary["data_position_batches"] = int(position[1]) if position else None
+    summary["scheduler"] = _find_scheduler(data)
+    rng = _find(data, "rng")
+    summary["rng_states"] = sorted(rng[1]) if rng and isinstance(rng[1], dict) else None
+    for field, key in (("data_position_batches", "batches_consumed"), ("data_seed", "data_seed"),
+                       ("dataset_size", "dataset_size")):
+        found = _find(data, key)
+        summary[field] = int(found[1]) if found and isinstance(found[1], (int, float)) else None
+    counters = _find(data, "counters")
+    summary["skip_counters"] = dict(counters[1]) if counters and isinstance(counters[1], dict) else None
+    history = _find(data, "history")
+    summary["metric_history"] = len(history[1]) if history and isinstance(history[1], dict) else None
+    args = data.get("args")
+    if isinstance(args, argparse.Namespace):
+        wanted = ("dataset_file", "lr", "lr_backbone", "batch_size", "epochs", "lr_drop", "num_queries", "voc_size")
+        summary["official_args"] = {k: getattr(args, k) for k in wanted if hasattr(args, k)}
     summary["resume"] = resume_verdict(summary)
     return summary
 
