@@ -17,6 +17,7 @@ from detectron2.config import get_cfg
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 
+import ests_d2.modeling  # noqa: F401  (registers the ESTS meta-architecture)
 from ests_d2.config import add_ests_config
 from ests_d2.utils.visualization import draw_text_instances, instances_to_records, select_confident
 

@@ -14,8 +14,12 @@ def select_confident(instances: Instances, threshold: float) -> Instances:
     missing = [f for f in REQUIRED_FIELDS if not instances.has(f)]
     if missing:
         raise ValueError(f"predictions lack the fields {missing}; expected the ESTS output contract")
-    keep = (instances.scores >= threshold).nonzero().flatten().tolist()
-    return instances[keep] if keep else instances[[]]
+    keep = (instances.scores >= threshold).nonzero().flatten()
+    # Instances.__getitem__ cannot index the plain-list ``texts`` field with a tensor: select field by field.
+    kept = Instances(instances.image_size)
+    for name, value in instances.get_fields().items():
+        kept.set(name, [value[i] for i in keep.tolist()] if isinstance(value, list) else value[keep])
+    return kept
 
 
 def instances_to_records(instances: Instances) -> List[Dict]:
@@ -42,7 +46,8 @@ def draw_text_instances(image_rgb: np.ndarray, instances: Instances) -> np.ndarr
         color = (0.1, 0.9, 0.2)
         visualizer.draw_polygon(points, color=color, edge_color=color, alpha=0.25)
         x, y = points[:, 0].min(), points[:, 1].min()
-        label = f"{instances.texts[i]} ({float(instances.scores[i]):.2f})"
+        # Escape "$": matplotlib would read "$...$" in a recognised word as math text.
+        label = f"{instances.texts[i]} ({float(instances.scores[i]):.2f})".replace("$", r"\$")
         visualizer.draw_text(label, (x, max(0.0, y - font_size)), font_size=font_size, color="yellow",
                              horizontal_alignment="left")
     return visualizer.get_output().get_image()
