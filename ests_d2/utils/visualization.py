@@ -1,4 +1,5 @@
 """Drawing and serialising text-spotting predictions (used by tools/demo.py)."""
+import json
 from typing import Dict, List
 
 import numpy as np
@@ -28,13 +29,26 @@ def instances_to_records(instances: Instances) -> List[Dict]:
     for i in range(len(instances)):
         records.append(
             {
-                "polygon": instances.polygons[i].reshape(-1, 2).tolist(),
+                # 0.01 px and 1e-4 are far below what the model resolves; rounding keeps the files readable
+                "polygon": [[round(x, 2), round(y, 2)] for x, y in instances.polygons[i].reshape(-1, 2).tolist()],
                 "text": instances.texts[i],
-                "score": float(instances.scores[i]),
-                "char_scores": instances.rec_scores[i].tolist(),
+                "score": round(float(instances.scores[i]), 4),
+                "char_scores": [round(c, 4) for c in instances.rec_scores[i].tolist()],
             }
         )
     return records
+
+
+def write_prediction_json(record: Dict, path: str) -> None:
+    """``record`` as JSON with one line per instance (readable and diffable, unlike one number per line)."""
+    instances = record.get("instances", [])
+    header = {k: v for k, v in record.items() if k != "instances"}
+    lines = [json.dumps(header, ensure_ascii=False)[:-1] + ', "instances": [']
+    lines += ["  " + json.dumps(inst, ensure_ascii=False) + ("," if i + 1 < len(instances) else "")
+              for i, inst in enumerate(instances)]
+    lines.append("]}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def draw_text_instances(image_rgb: np.ndarray, instances: Instances) -> np.ndarray:
