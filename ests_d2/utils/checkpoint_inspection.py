@@ -1,5 +1,6 @@
 """What is inside a checkpoint, and can ``--resume`` continue from it (used by tools/inspect_checkpoint.py)."""
 import argparse
+import pickle
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -7,8 +8,12 @@ import torch
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
     """Load without executing pickled code: only tensors, containers and the official ``argparse.Namespace``."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        data = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: holds pickled objects other than tensors and plain containers, not loaded "
+                         f"for safety ({str(e).splitlines()[0]})") from e
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a dict at the top level, found {type(data).__name__}")
     return data
@@ -51,7 +56,8 @@ def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
     elif _is_state_dict(data):
         weights = data
     else:
-        raise ValueError("no model weights found (neither a 'model' entry nor a bare state_dict)")
+        raise ValueError(f"no model weights found (neither a 'model' entry nor a bare state_dict); "
+                         f"top-level keys: {sorted(map(str, data))}")
     names = list(weights)
     official_names = any(n.startswith(("backbone.0.body.", "transformer.decoder.")) for n in names)
     if "trainer" in data or (not official_names and "model" in data):

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -129,3 +130,16 @@ def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"epoch": 3}, path)
     with pytest.raises(ValueError, match="no model weights found"):
         describe_checkpoint(load_checkpoint(str(path)))
+
+
+def test_cli_names_the_file_on_bad_input(tmp_path):
+    path = tmp_path / "opaque.pth"
+    # numpy arrays (as in old detectron2 model-zoo files) are pickled objects that weights_only refuses
+    torch.save({"model": {"w": np.zeros(3)}}, path)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    tool = [sys.executable, str(REPO / "tools" / "inspect_checkpoint.py")]
+    proc = subprocess.run(tool + [str(path)], capture_output=True, text=True, env=env, cwd=REPO)
+    assert proc.returncode != 0 and "opaque.pth: holds pickled objects" in proc.stderr
+    torch.save({"epoch": 3}, path)
+    proc = subprocess.run(tool + [str(path)], capture_output=True, text=True, env=env, cwd=REPO)
+    assert proc.returncode != 0 and "opaque.pth: no model weights found" in proc.stderr
