@@ -75,6 +75,9 @@ def main(argv=None):
         result["case"] = case
         result["short_side"] = short
         results.append(result)
+        # a sweep can take long: show each result as it arrives
+        peak = f"{result['peak_bytes'] / GIB:.2f} GiB" if "error" not in result else f"failed: {result['error']}"
+        tqdm.tqdm.write(f"{case} {height}x{width} x{images}: {peak}")
 
     rows = []
     for r in results:

@@ -21,6 +21,9 @@ PANELS = {
     "learning_rate": lambda k: k == "lr" or k.startswith("lr_"),
     "memory": lambda k: "mem" in k or "rss" in k,
     "evaluation": lambda k: "/" in k,
+    # the engine's gradient norm and its skip / overflow / OOM counters: is training healthy?
+    "health": lambda k: k == "grad_norm" or k.endswith(("_skips", "_overflows", "_retries")),
+    "speed": lambda k: k in ("time", "data_time"),
 }
 
 
@@ -53,7 +56,8 @@ def read_metrics(path: str) -> Series:
 
 
 def plot_metrics(metrics_json: str, output_dir: str, dpi: int = 100) -> List[str]:
-    """Write one PNG per panel (losses, learning rate, memory, evaluation) that has data; return their paths."""
+    """Write one PNG per panel (losses, learning rate, memory, evaluation, health, speed) that has data;
+    return their paths."""
     series = read_metrics(metrics_json)
     if not series:
         raise ValueError(f"{metrics_json}: no numeric metrics found")
