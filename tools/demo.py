@@ -2,7 +2,7 @@
 """Run ESTS on images and write pictures (polygons + recognised text) and one JSON per image.
 
 Example:
-    python tools/demo.py --config-file configs/ESTS/TotalText.yaml --input photos/*.jpg \
+    python tools/demo.py --config-file configs/ESTS/TotalText.yaml --input photos/*.jpg \\
         --output demo_out --opts MODEL.WEIGHTS model.pth MODEL.DEVICE cpu
 """
 import argparse

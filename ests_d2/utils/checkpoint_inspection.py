@@ -59,11 +59,13 @@ def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
         raise ValueError(f"no model weights found (neither a 'model' entry nor a bare state_dict); "
                          f"top-level keys: {sorted(map(str, data))}")
     names = list(weights)
-    official_names = any(n.startswith(("backbone.0.body.", "transformer.decoder.")) for n in names)
-    if "trainer" in data or (not official_names and "model" in data):
-        fmt = "ests-d2 / detectron2 checkpoint"
-    elif {"epoch", "args", "lr_scheduler"} & set(data) or official_names:
+    # The official backbone is a torchvision ResNet under "backbone.0.body."; ours is detectron2's
+    # ("backbone.stem", "backbone.res2"...). The transformer names are the same in both, so they cannot tell.
+    official_names = any(n.startswith("backbone.0.body.") for n in names)
+    if official_names or {"epoch", "args", "lr_scheduler"} & set(data):
         fmt = "official ESTS checkpoint" if "model" in data else "official ESTS state_dict (bare)"
+    elif "model" in data:
+        fmt = "ests-d2 / detectron2 checkpoint"
     else:
         fmt = "bare state_dict"
 

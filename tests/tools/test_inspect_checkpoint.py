@@ -65,6 +65,21 @@ def test_weights_only_detectron2_file_cannot_resume(tmp_path):
     assert summary["resume"].startswith("no: weights only")
 
 
+def test_ests_d2_weights_are_not_mistaken_for_official_ones(tmp_path):
+    """Our ESTS shares the official transformer names; only the backbone names differ."""
+    from detectron2.modeling import build_model
+
+    import ests_d2.modeling  # noqa: F401  (registers the meta-architecture)
+    from tests.modeling.model_config import tiny_ests_cfg
+
+    model = build_model(tiny_ests_cfg())
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("ests_weights")
+    summary = describe_checkpoint(load_checkpoint(str(tmp_path / "ests_weights.pth")))
+    assert summary["format"] == "ests-d2 / detectron2 checkpoint"
+    assert summary["tensors"] == len(model.state_dict())
+    assert summary["resume"].startswith("no: weights only")
+
+
 def test_partial_trainer_state_names_what_is_missing(tmp_path):
     model = nn.Linear(3, 2)
     checkpointer = DetectionCheckpointer(model, save_dir=str(tmp_path))
