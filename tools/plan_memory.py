@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 
+import torch
 import tqdm
 
 from ests_d2.utils.memory_planner import (
@@ -57,6 +58,11 @@ def format_table(rows, headers):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config_file, args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        # Measure what can be measured here rather than fail every case; the table says "cpu".
+        print("CUDA is not available: measuring CPU training steps (peak RSS) instead")
+        args.opts = list(args.opts) + ["MODEL.DEVICE", "cpu"]
+        cfg.MODEL.DEVICE = "cpu"
     images = args.images_per_gpu or max(1, cfg.SOLVER.IMS_PER_BATCH // args.num_gpus)
     max_size = cfg.INPUT.MAX_SIZE_TRAIN
     short_sides = list(cfg.INPUT.MIN_SIZE_TRAIN)
