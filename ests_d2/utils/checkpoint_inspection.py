@@ -84,8 +84,8 @@ def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
         "tensors": len(names),
         "parameters_and_buffers": total,
     }
-    iteration = data.get("iteration", data.get("trainer", {}).get("iteration") if isinstance(data.get("trainer"), dict) else None)
-    summary["iteration"] = iteration
+    trainer = data.get("trainer")
+    summary["iteration"] = data.get("iteration", trainer.get("iteration") if isinstance(trainer, dict) else None)
     summary["epoch"] = data.get("epoch")
 
     optimizer = _find(data, "optimizer")
@@ -95,9 +95,13 @@ def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
         first = next(iter(state.values()), {})
         moments = "exp_avg" in first
         decoupled = any(g.get("decoupled_weight_decay") for g in opt["param_groups"])
+        if moments:
+            kind = "AdamW" if decoupled else "Adam/AdamW"
+        else:
+            kind = "SGD" if "momentum_buffer" in first else "unknown"
         summary["optimizer"] = {
             "where": optimizer[0],
-            "type": ("AdamW" if decoupled else "Adam/AdamW") if moments else ("SGD" if "momentum_buffer" in first else "unknown"),
+            "type": kind,
             "learning_rates": [g.get("lr") for g in opt["param_groups"]],
             "weight_decay": [g.get("weight_decay") for g in opt["param_groups"]],
             "params_per_group": [len(g.get("params", [])) for g in opt["param_groups"]],
@@ -110,7 +114,8 @@ def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
         summary["trainable_parameters"] = None
 
     scaler = _find(data, "grad_scaler")
-    summary["grad_scaler_scale"] = float(scaler[1]["scale"]) if scaler and isinstance(scaler[1], dict) and "scale" in scaler[1] else None
+    has_scale = scaler and isinstance(scaler[1], dict) and "scale" in scaler[1]
+    summary["grad_scaler_scale"] = float(scaler[1]["scale"]) if has_scale else None
     summary["scheduler"] = _find_scheduler(data)
     rng = _find(data, "rng")
     summary["rng_states"] = sorted(rng[1]) if rng and isinstance(rng[1], dict) else None

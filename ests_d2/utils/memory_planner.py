@@ -122,6 +122,7 @@ def measure_training_step(cfg, height: int, width: int, num_images: int, num_ins
     torch.manual_seed(0)
     model = build_model(cfg).train()
     params = [p for p in model.parameters() if p.requires_grad]
+    # One parameter group: the trainer's backbone / rest split changes learning rates, not memory.
     optimizer = torch.optim.AdamW(params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
     amp_dtype = torch.float16 if on_cuda else torch.bfloat16
     scaler = torch.amp.GradScaler(device.type, enabled=amp and on_cuda)

@@ -75,7 +75,8 @@ def plot_metrics(metrics_json: str, output_dir: str, dpi: int = 100) -> List[str
         if panel == "losses" and all(v > 0 for k in keys for _, v in series[k]):
             ax.set_yscale("log")
         ax.set_xlabel("iteration")
-        ax.set_title(f"{panel.replace('_', ' ')} — {os.path.basename(os.path.dirname(os.path.abspath(metrics_json)))}")
+        run_name = os.path.basename(os.path.dirname(os.path.abspath(metrics_json)))
+        ax.set_title(f"{panel.replace('_', ' ')} — {run_name}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2 if len(keys) > 8 else 1)
         path = os.path.join(output_dir, f"{panel}.png")

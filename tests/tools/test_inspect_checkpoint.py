@@ -104,7 +104,8 @@ def _official_checkpoint(path):
         "class_embed.0.weight": rest.weight.data,
     }
     optimizer = torch.optim.AdamW(
-        [{"params": [shared_head.weight, shared_head.bias, rest.weight]}, {"params": [backbone_conv.weight], "lr": 1e-5}],
+        [{"params": [shared_head.weight, shared_head.bias, rest.weight]},
+         {"params": [backbone_conv.weight], "lr": 1e-5}],
         lr=1e-4, weight_decay=1e-4,
     )
     loss = shared_head(torch.ones(1, 4)).sum() + rest.weight.sum() + backbone_conv.weight.sum()
