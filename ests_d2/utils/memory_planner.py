@@ -248,8 +248,12 @@ def recommend(measurements: Sequence[Dict], budget_bytes: float, short_sides: Se
         best_size = size
         size += size_step
     per_image = worst_case_pixels(short_sides, max_size)
-    return {"max_size_train": best_size, "images_per_gpu": int(min(limit // per_image, 10**6)),
-            "fits_configured": bool(images_per_gpu * per_image <= limit)}
+    result = {"max_size_train": best_size, "images_per_gpu": int(min(limit // per_image, 10**6)),
+              "fits_configured": bool(images_per_gpu * per_image <= limit)}
+    reach = limit / max(batch_pixels)
+    if reach > 1.5:  # far outside the measured sizes the straight-line extension is only a guess
+        result["note"] = f"extrapolated to {reach:.1f}x the largest measured batch: measure nearer sizes"
+    return result
 
 
 def plot_memory_curve(measurements: Sequence[Dict], path: str, budget_bytes: Optional[float] = None,

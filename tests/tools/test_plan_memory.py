@@ -73,11 +73,13 @@ def test_recommend_reads_the_budget_off_the_curve():
     # 4.4 GiB above the fixed cost = 4.4 MP = 2 images of 2.2 MP; the short side stops at 1000: 1000 x 2200
     assert rec["max_size_train"] == 2200
     assert rec["fits_configured"] and rec["images_per_gpu"] == 4  # 4.4 MP / 1 MP per image
+    assert rec["note"].startswith("extrapolated to 2.2x the largest measured batch")
     tight = recommend(measured, budget_bytes=2.0 * GIB, short_sides=(800, 1000), max_size=1000, images_per_gpu=2,
                       headroom=0.1, size_step=10)
     assert not tight["fits_configured"] and tight["images_per_gpu"] == 0
     # 2 / 1.1 - 1 = 0.818 GiB -> 0.409 MP per image: 640 x 640 = 0.4096 MP just misses, 630 x 630 fits
     assert tight["max_size_train"] == 630
+    assert "note" not in tight  # within the measured range
     assert recommend(measured[:1], GIB, (800,), 1000, 2) == {"error": "fewer than two successful measurements"}
 
 
