@@ -2,12 +2,11 @@
 """Run ESTS on images and write pictures (polygons + recognised text) and one JSON per image.
 
 Example:
-    python tools/demo.py --config-file configs/ESTS/TotalText.yaml --input photos/*.jpg \
+    python tools/demo.py --config-file configs/ESTS/TotalText.yaml --input photos/*.jpg \\
         --output demo_out --opts MODEL.WEIGHTS model.pth MODEL.DEVICE cpu
 """
 import argparse
 import glob
-import json
 import os
 
 import cv2
@@ -17,8 +16,11 @@ from detectron2.config import get_cfg
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 
+import ests_d2.modeling  # noqa: F401  (registers the ESTS meta-architecture)
 from ests_d2.config import add_ests_config
-from ests_d2.utils.visualization import draw_text_instances, instances_to_records, select_confident
+from ests_d2.utils.visualization import (
+    draw_text_instances, instances_to_records, select_confident, write_prediction_json,
+)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -70,8 +72,7 @@ def main():
         cv2.imwrite(os.path.join(args.output, stem + ".png"), picture[:, :, ::-1])
         record = {"file_name": path, "height": image_bgr.shape[0], "width": image_bgr.shape[1],
                   "confidence_threshold": args.confidence_threshold, "instances": instances_to_records(kept)}
-        with open(os.path.join(args.output, stem + ".json"), "w") as f:
-            json.dump(record, f, indent=1, ensure_ascii=False)
+        write_prediction_json(record, os.path.join(args.output, stem + ".json"))
     print(f"wrote {len(files)} picture(s) and JSON file(s) to {args.output}")
 
 

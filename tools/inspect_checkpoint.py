@@ -11,7 +11,11 @@ def main():
     parser.add_argument("checkpoint", help="a .pth file")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args()
-    summary = describe_checkpoint(load_checkpoint(args.checkpoint))
+    try:
+        summary = describe_checkpoint(load_checkpoint(args.checkpoint))
+    except (ValueError, FileNotFoundError) as e:
+        message = str(e)
+        parser.error(message if args.checkpoint in message else f"{args.checkpoint}: {message}")
     if args.json:
         print(json.dumps(summary, indent=1))
         return

@@ -1,5 +1,6 @@
 """What is inside a checkpoint, and can ``--resume`` continue from it (used by tools/inspect_checkpoint.py)."""
 import argparse
+import pickle
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -7,8 +8,12 @@ import torch
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
     """Load without executing pickled code: only tensors, containers and the official ``argparse.Namespace``."""
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        data = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ValueError(f"{path}: holds pickled objects other than tensors and plain containers, not loaded "
+                         f"for safety ({str(e).splitlines()[0]})") from e
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a dict at the top level, found {type(data).__name__}")
     return data
@@ -33,6 +38,17 @@ def _is_state_dict(node: Any) -> bool:
     return isinstance(node, dict) and bool(node) and all(torch.is_tensor(v) for v in node.values())
 
 
+def _find_scheduler(data: Dict) -> Optional[Dict[str, Any]]:
+    """Where the LR scheduler state is (the official ``lr_scheduler``, or a detectron2 hook such as
+    ``trainer.hooks.LRScheduler``) with its step count and base learning rates."""
+    hits = [(k, v) for k, v in _walk(data) if "scheduler" in k.split(".")[-1].lower() and isinstance(v, dict)]
+    if not hits:
+        return None
+    where, state = min(hits, key=lambda kv: kv[0].count("."))
+    return {"where": where, "last_epoch": state.get("last_epoch"), "base_lrs": state.get("base_lrs"),
+            "milestones": sorted(state["milestones"]) if isinstance(state.get("milestones"), (dict, list)) else None}
+
+
 def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
     """A plain summary: format, keys, iteration, parameters, optimizer, AMP, RNG, data position, resume verdict."""
     if "model" in data and isinstance(data["model"], dict):
@@ -40,13 +56,16 @@ def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
     elif _is_state_dict(data):
         weights = data
     else:
-        raise ValueError("no model weights found (neither a 'model' entry nor a bare state_dict)")
+        raise ValueError(f"no model weights found (neither a 'model' entry nor a bare state_dict); "
+                         f"top-level keys: {sorted(map(str, data))}")
     names = list(weights)
-    official_names = any(n.startswith(("backbone.0.body.", "transformer.decoder.")) for n in names)
-    if "trainer" in data or (not official_names and "model" in data):
-        fmt = "ests-d2 / detectron2 checkpoint"
-    elif {"epoch", "args", "lr_scheduler"} & set(data) or official_names:
+    # The official backbone is a torchvision ResNet under "backbone.0.body."; ours is detectron2's
+    # ("backbone.stem", "backbone.res2"...). The transformer names are the same in both, so they cannot tell.
+    official_names = any(n.startswith("backbone.0.body.") for n in names)
+    if official_names or {"epoch", "args", "lr_scheduler"} & set(data):
         fmt = "official ESTS checkpoint" if "model" in data else "official ESTS state_dict (bare)"
+    elif "model" in data:
+        fmt = "ests-d2 / detectron2 checkpoint"
     else:
         fmt = "bare state_dict"
 
@@ -65,8 +84,8 @@ def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
         "tensors": len(names),
         "parameters_and_buffers": total,
     }
-    iteration = data.get("iteration", data.get("trainer", {}).get("iteration") if isinstance(data.get("trainer"), dict) else None)
-    summary["iteration"] = iteration
+    trainer = data.get("trainer")
+    summary["iteration"] = data.get("iteration", trainer.get("iteration") if isinstance(trainer, dict) else None)
     summary["epoch"] = data.get("epoch")
 
     optimizer = _find(data, "optimizer")
@@ -76,9 +95,13 @@ def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
         first = next(iter(state.values()), {})
         moments = "exp_avg" in first
         decoupled = any(g.get("decoupled_weight_decay") for g in opt["param_groups"])
+        if moments:
+            kind = "AdamW" if decoupled else "Adam/AdamW"
+        else:
+            kind = "SGD" if "momentum_buffer" in first else "unknown"
         summary["optimizer"] = {
             "where": optimizer[0],
-            "type": ("AdamW" if decoupled else "Adam/AdamW") if moments else ("SGD" if "momentum_buffer" in first else "unknown"),
+            "type": kind,
             "learning_rates": [g.get("lr") for g in opt["param_groups"]],
             "weight_decay": [g.get("weight_decay") for g in opt["param_groups"]],
             "params_per_group": [len(g.get("params", [])) for g in opt["param_groups"]],
@@ -91,12 +114,23 @@ def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
         summary["trainable_parameters"] = None
 
     scaler = _find(data, "grad_scaler")
-    summary["grad_scaler_scale"] = float(scaler[1]["scale"]) if scaler and isinstance(scaler[1], dict) and "scale" in scaler[1] else None
-    scheduler = _find(data, "scheduler") or _find(data, "lr_scheduler")
-    summary["scheduler"] = scheduler[0] if scheduler else None
-    summary["rng_states"] = sorted(_find(data, "rng")[1]) if _find(data, "rng") else None
-    position = _find(data, "batches_consumed")
-    summary["data_position_batches"] = int(position[1]) if position else None
+    has_scale = scaler and isinstance(scaler[1], dict) and "scale" in scaler[1]
+    summary["grad_scaler_scale"] = float(scaler[1]["scale"]) if has_scale else None
+    summary["scheduler"] = _find_scheduler(data)
+    rng = _find(data, "rng")
+    summary["rng_states"] = sorted(rng[1]) if rng and isinstance(rng[1], dict) else None
+    for field, key in (("data_position_batches", "batches_consumed"), ("data_seed", "data_seed"),
+                       ("dataset_size", "dataset_size")):
+        found = _find(data, key)
+        summary[field] = int(found[1]) if found and isinstance(found[1], (int, float)) else None
+    counters = _find(data, "counters")
+    summary["skip_counters"] = dict(counters[1]) if counters and isinstance(counters[1], dict) else None
+    history = _find(data, "history")
+    summary["metric_history"] = len(history[1]) if history and isinstance(history[1], dict) else None
+    args = data.get("args")
+    if isinstance(args, argparse.Namespace):
+        wanted = ("dataset_file", "lr", "lr_backbone", "batch_size", "epochs", "lr_drop", "num_queries", "voc_size")
+        summary["official_args"] = {k: getattr(args, k) for k in wanted if hasattr(args, k)}
     summary["resume"] = resume_verdict(summary)
     return summary
 

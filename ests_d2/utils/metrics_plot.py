@@ -21,6 +21,9 @@ PANELS = {
     "learning_rate": lambda k: k == "lr" or k.startswith("lr_"),
     "memory": lambda k: "mem" in k or "rss" in k,
     "evaluation": lambda k: "/" in k,
+    # the engine's gradient norm and its skip / overflow / OOM counters: is training healthy?
+    "health": lambda k: k == "grad_norm" or k.endswith(("_skips", "_overflows", "_retries")),
+    "speed": lambda k: k in ("time", "data_time"),
 }
 
 
@@ -53,7 +56,8 @@ def read_metrics(path: str) -> Series:
 
 
 def plot_metrics(metrics_json: str, output_dir: str, dpi: int = 100) -> List[str]:
-    """Write one PNG per panel (losses, learning rate, memory, evaluation) that has data; return their paths."""
+    """Write one PNG per panel (losses, learning rate, memory, evaluation, health, speed) that has data;
+    return their paths."""
     series = read_metrics(metrics_json)
     if not series:
         raise ValueError(f"{metrics_json}: no numeric metrics found")
@@ -71,7 +75,8 @@ def plot_metrics(metrics_json: str, output_dir: str, dpi: int = 100) -> List[str
         if panel == "losses" and all(v > 0 for k in keys for _, v in series[k]):
             ax.set_yscale("log")
         ax.set_xlabel("iteration")
-        ax.set_title(f"{panel.replace('_', ' ')} — {os.path.basename(os.path.dirname(os.path.abspath(metrics_json)))}")
+        run_name = os.path.basename(os.path.dirname(os.path.abspath(metrics_json)))
+        ax.set_title(f"{panel.replace('_', ' ')} — {run_name}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2 if len(keys) > 8 else 1)
         path = os.path.join(output_dir, f"{panel}.png")

@@ -1,4 +1,5 @@
 """Drawing and serialising text-spotting predictions (used by tools/demo.py)."""
+import json
 from typing import Dict, List
 
 import numpy as np
@@ -14,8 +15,12 @@ def select_confident(instances: Instances, threshold: float) -> Instances:
     missing = [f for f in REQUIRED_FIELDS if not instances.has(f)]
     if missing:
         raise ValueError(f"predictions lack the fields {missing}; expected the ESTS output contract")
-    keep = (instances.scores >= threshold).nonzero().flatten().tolist()
-    return instances[keep] if keep else instances[[]]
+    keep = (instances.scores >= threshold).nonzero().flatten()
+    # Instances.__getitem__ cannot index the plain-list ``texts`` field with a tensor: select field by field.
+    kept = Instances(instances.image_size)
+    for name, value in instances.get_fields().items():
+        kept.set(name, [value[i] for i in keep.tolist()] if isinstance(value, list) else value[keep])
+    return kept
 
 
 def instances_to_records(instances: Instances) -> List[Dict]:
@@ -24,13 +29,26 @@ def instances_to_records(instances: Instances) -> List[Dict]:
     for i in range(len(instances)):
         records.append(
             {
-                "polygon": instances.polygons[i].reshape(-1, 2).tolist(),
+                # 0.01 px and 1e-4 are far below what the model resolves; rounding keeps the files readable
+                "polygon": [[round(x, 2), round(y, 2)] for x, y in instances.polygons[i].reshape(-1, 2).tolist()],
                 "text": instances.texts[i],
-                "score": float(instances.scores[i]),
-                "char_scores": instances.rec_scores[i].tolist(),
+                "score": round(float(instances.scores[i]), 4),
+                "char_scores": [round(c, 4) for c in instances.rec_scores[i].tolist()],
             }
         )
     return records
+
+
+def write_prediction_json(record: Dict, path: str) -> None:
+    """``record`` as JSON with one line per instance (readable and diffable, unlike one number per line)."""
+    instances = record.get("instances", [])
+    header = {k: v for k, v in record.items() if k != "instances"}
+    lines = [json.dumps(header, ensure_ascii=False)[:-1] + ', "instances": [']
+    lines += ["  " + json.dumps(inst, ensure_ascii=False) + ("," if i + 1 < len(instances) else "")
+              for i, inst in enumerate(instances)]
+    lines.append("]}")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 def draw_text_instances(image_rgb: np.ndarray, instances: Instances) -> np.ndarray:
@@ -42,7 +60,8 @@ def draw_text_instances(image_rgb: np.ndarray, instances: Instances) -> np.ndarr
         color = (0.1, 0.9, 0.2)
         visualizer.draw_polygon(points, color=color, edge_color=color, alpha=0.25)
         x, y = points[:, 0].min(), points[:, 1].min()
-        label = f"{instances.texts[i]} ({float(instances.scores[i]):.2f})"
+        # Escape "$": matplotlib would read "$...$" in a recognised word as math text.
+        label = f"{instances.texts[i]} ({float(instances.scores[i]):.2f})".replace("$", r"\$")
         visualizer.draw_text(label, (x, max(0.0, y - font_size)), font_size=font_size, color="yellow",
                              horizontal_alignment="left")
     return visualizer.get_output().get_image()

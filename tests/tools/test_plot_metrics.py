@@ -1,5 +1,6 @@
 """tools/plot_metrics.py turns a metrics.json into readable, non-blank PNGs."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from PIL import Image
 from ests_d2.utils.metrics_plot import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
+ENV = dict(os.environ, PYTHONPATH=str(REPO))  # this checkout's ests_d2, not another installed copy
 
 
 def write_run(folder: Path) -> Path:
@@ -17,7 +19,8 @@ def write_run(folder: Path) -> Path:
     for it in range(0, 100, 10):
         lines.append(
             {"iteration": it, "total_loss": 200.0 / (it + 1), "loss_ce": 1.0 / (it + 1), "loss_rec": 3.0 - it / 50,
-             "loss_ce_0": 9.0, "lr": 1e-4 if it < 60 else 1e-5, "peak_rss_mb": 1000.0 + it, "time": 0.5}
+             "loss_ce_0": 9.0, "lr": 1e-4 if it < 60 else 1e-5, "peak_rss_mb": 1000.0 + it, "grad_norm": 1.0 + it % 3,
+             "nonfinite_skips": float(it > 50)}
         )
     lines.append({"iteration": 99, "text_det/hmean": 0.4, "text_e2e/hmean": 0.2})
     path = folder / "metrics.json"
@@ -36,11 +39,11 @@ def test_plot_metrics_tool_writes_one_png_per_panel(tmp_path):
     out = tmp_path / "plots"
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "plot_metrics.py"), str(tmp_path), "--output", str(out)],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True, text=True, cwd=REPO, env=ENV,
     )
     assert result.returncode == 0, result.stderr
     names = sorted(Path(p).name for p in result.stdout.split())
-    assert names == ["evaluation.png", "learning_rate.png", "losses.png", "memory.png"]
+    assert names == ["evaluation.png", "health.png", "learning_rate.png", "losses.png", "memory.png"]
     for name in names:
         image = np.asarray(Image.open(out / name).convert("L"))
         assert image.shape == (450, 800)  # 8 x 4.5 inches at 100 dpi
@@ -50,7 +53,7 @@ def test_plot_metrics_tool_writes_one_png_per_panel(tmp_path):
 def test_plot_metrics_tool_rejects_a_missing_file(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO / "tools" / "plot_metrics.py"), str(tmp_path / "nope.json")],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True, text=True, cwd=REPO, env=ENV,
     )
     assert result.returncode != 0
     assert "nope.json does not exist" in result.stderr
