@@ -15,12 +15,7 @@ def select_confident(instances: Instances, threshold: float) -> Instances:
     missing = [f for f in REQUIRED_FIELDS if not instances.has(f)]
     if missing:
         raise ValueError(f"predictions lack the fields {missing}; expected the ESTS output contract")
-    keep = (instances.scores >= threshold).nonzero().flatten()
-    # Instances.__getitem__ cannot index the plain-list ``texts`` field with a tensor: select field by field.
-    kept = Instances(instances.image_size)
-    for name, value in instances.get_fields().items():
-        kept.set(name, [value[i] for i in keep.tolist()] if isinstance(value, list) else value[keep])
-    return kept
+    return instances[instances.scores >= threshold]  # ``texts`` is a TextList: it follows the mask too
 
 
 def instances_to_records(instances: Instances) -> List[Dict]:
