@@ -2,13 +2,20 @@
 """Time one ESTS step on CPU: an eval forward (+ post-processing) or a train forward + loss + backward.
 
 Full TT fine-tune configuration (ResNet-50, 5 levels, 6+6 layers), random official-style initial weights,
-one 3x640x640 image (training: 2 text instances, so 50 DN groups = 300 decoder instances). Run one case per
-process and measure the whole process with ``/usr/bin/time -v`` for the peak RSS, as spec section 11 does:
+one 3xSxS image (training: --gt text instances, 2 by default, so 50 DN groups = 300 decoder instances). Run one
+case per process and measure the whole process with ``/usr/bin/time -v`` for the peak RSS, as spec section 11
+does (bench/run_benchmarks.py does that for a whole table):
 
     /usr/bin/time -v python bench/bench_model_step.py --mode eval  --threads 2
-    /usr/bin/time -v python bench/bench_model_step.py --mode train --threads 2
+    /usr/bin/time -v python bench/bench_model_step.py --mode train --threads 2 --dtype bf16 --gt 20
+
+The last line printed is a JSON record of the case. On a CUDA device (--device cuda) the step is timed with
+synchronisation and the allocator peak (torch.cuda.max_memory_allocated) is reported as well (that path is
+untested: no GPU was available when it was written).
 """
 import argparse
+import contextlib
+import json
 import resource
 import sys
 import time
@@ -40,7 +47,20 @@ def _cfg():
     return cfg
 
 
-def _input(size: int, with_instances: bool):
+def _text_boxes(size: int, count: int) -> torch.Tensor:
+    """``count`` word boxes (x0, y0, x1, y1): the two fixed 640-px ones scaled to the image, then a grid of boxes."""
+    fixed = torch.tensor([[100.0, 120.0, 300.0, 180.0], [350.0, 400.0, 520.0, 470.0]]) * (size / 640)
+    if count <= 2:
+        return fixed[:count]
+    columns = 4
+    rows = -(-(count - 2) // columns)
+    cell_w, cell_h = size / columns, size / rows
+    grid = [[c * cell_w + 0.1 * cell_w, r * cell_h + 0.3 * cell_h, (c + 0.9) * cell_w, (r + 0.7) * cell_h]
+            for r in range(rows) for c in range(columns)]
+    return torch.cat([fixed, torch.tensor(grid[:count - 2])])
+
+
+def _input(size: int, with_instances: bool, num_instances: int = 2):
     from detectron2.structures import Boxes, Instances
 
     from ests_d2.data.text_utils import CharVocabulary
@@ -50,25 +70,36 @@ def _input(size: int, with_instances: bool):
             "height": size, "width": size, "image_id": 0}
     if with_instances:
         vocab = CharVocabulary.from_config(97)
-        boxes = torch.tensor([[100.0, 120.0, 300.0, 180.0], [350.0, 400.0, 520.0, 470.0]])
+        boxes = _text_boxes(size, num_instances)
         beziers = []
         for x0, y0, x1, y1 in boxes.tolist():
             top = torch.linspace(x0, x1, 4)
             beziers.append(torch.stack([torch.cat([top, top.flip(0)]), torch.tensor([y0] * 4 + [y1] * 4)], 1).flatten())
         instances = Instances((size, size))
         instances.gt_boxes = Boxes(boxes)
-        instances.gt_classes = torch.zeros(2, dtype=torch.int64)
+        instances.gt_classes = torch.zeros(len(boxes), dtype=torch.int64)
         instances.gt_beziers = torch.stack(beziers)
-        instances.gt_rec = torch.tensor([vocab.encode("TOAST", 25), vocab.encode("crocs", 25)])
+        words = ["TOAST", "crocs"]
+        instances.gt_rec = torch.tensor([vocab.encode(words[i % 2], 25) for i in range(len(boxes))])
         item["instances"] = instances
     return item
+
+
+def _sync(device: str):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["eval", "train"], required=True)
-    parser.add_argument("--size", type=int, default=640)
+    parser.add_argument("--size", type=int, default=640, help="square image side")
+    parser.add_argument("--gt", type=int, default=2, help="text instances of the training image")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast around the step")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--activation-checkpoint", action="store_true", help="MODEL.ESTS.ACTIVATION_CHECKPOINT")
+    parser.add_argument("--no-deform-recompute", action="store_true", help="MODEL.ESTS.DEFORM_ATTN_RECOMPUTE off")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -76,30 +107,54 @@ def main():
 
     import ests_d2.modeling  # noqa: F401
 
+    cfg = _cfg()
+    cfg.MODEL.DEVICE = args.device
+    cfg.MODEL.ESTS.ACTIVATION_CHECKPOINT = args.activation_checkpoint
+    cfg.MODEL.ESTS.DEFORM_ATTN_RECOMPUTE = not args.no_deform_recompute
     start = time.perf_counter()
     torch.manual_seed(0)
-    model = build_model(_cfg())
+    model = build_model(cfg)
+    batch = [_input(args.size, with_instances=args.mode == "train", num_instances=args.gt)]
+    device_type = torch.device(args.device).type
+    autocast = (torch.autocast(device_type, dtype=torch.bfloat16) if args.dtype == "bf16"
+                else contextlib.nullcontext())
+    if device_type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    _sync(args.device)
     built = time.perf_counter()
-    batch = [_input(args.size, with_instances=args.mode == "train")]
+    record = {"mode": args.mode, "size": args.size, "dtype": args.dtype, "threads": args.threads,
+              "device": args.device, "activation_checkpoint": args.activation_checkpoint,
+              "deform_recompute": not args.no_deform_recompute, "build_s": round(built - start, 2)}
     if args.mode == "eval":
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             results = model(batch)
+        _sync(args.device)
         step = time.perf_counter()
         detail = f"{len(results[0]['instances'])} detections"
     else:
+        record["gt"] = args.gt
         model.train()
         torch.manual_seed(0)
-        losses = model(batch)
+        with autocast:
+            losses = model(batch)
+            total = sum(losses.values())
+        _sync(args.device)
         forward = time.perf_counter()
-        total = sum(losses.values())
         total.backward()
+        _sync(args.device)
         step = time.perf_counter()
+        record.update(forward_s=round(forward - built, 2), backward_s=round(step - forward, 2),
+                      loss_total=round(float(total), 3))
         detail = (f"forward+loss {forward - built:.1f} s, backward {step - forward:.1f} s, "
                   f"{len(losses)} weighted terms, total {float(total):.2f}")
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"mode={args.mode} size={args.size} threads={args.threads}: build {built - start:.1f} s, "
+    record.update(step_s=round(step - built, 2), peak_rss_gib=round(peak_gib, 3))
+    if device_type == "cuda":
+        record["cuda_peak_alloc_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    print(f"mode={args.mode} size={args.size} dtype={args.dtype} threads={args.threads}: build {built - start:.1f} s, "
           f"step {step - built:.1f} s ({detail}), peak RSS {peak_gib:.2f} GiB")
+    print(json.dumps(record))
 
 
 if __name__ == "__main__":

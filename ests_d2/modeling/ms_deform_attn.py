@@ -1,8 +1,13 @@
 """Multi-scale deformable attention (Deformable DETR), pure PyTorch.
 
-The sampling is the official reference math: bilinear ``grid_sample`` with zeros padding and
-``align_corners=False`` per level, weighted by per-head softmax attention. Levels are accumulated one at a
-time so the (B*M, D, Lq, L*P) stack of the reference implementation is never materialised.
+The sampling is the official reference math: bilinear sampling with zeros padding and ``align_corners=False``
+per level, weighted by per-head softmax attention. Instead of one ``grid_sample`` per level (which writes a
+(B*M, Dh, Lq, P) sample buffer per level and gathers every channel from a different cache line), every
+(query, head) output row is computed as one weighted bag of value rows: the 4 bilinear corners of every
+(level, point) are turned into flat row indices of the (B*S*M, Dh) value matrix and their attention x bilinear
+weights, and ``F.embedding_bag(mode="sum", per_sample_weights=...)`` sums them. The result has the
+(B, Lq, M*Dh) output layout directly, and autograd gives the same gradients as ``grid_sample`` (the bilinear
+weights are differentiable in the sampling locations; out-of-map corners get weight 0).
 """
 import math
 from typing import List, Tuple
@@ -13,12 +18,62 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 
-def _level_contribution(value_l, grid_l, weights_l, in_place: bool):
-    """sum_p weight * bilinear sample: (B*M, Dh, H, W), (B*M, Lq, P, 2), (B*M, Lq, P) -> (B*M, Dh, Lq)."""
-    sampled = F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False)
-    weights_l = weights_l.unsqueeze(1)
-    weighted = sampled.mul_(weights_l) if in_place else sampled * weights_l
-    return weighted.sum(-1)
+def _bilinear_bags(spatial_shapes: List[Tuple[int, int]], num_tokens: int, sampling_locations: torch.Tensor,
+                   attention_weights: torch.Tensor):
+    """Flat value-row indices and weights of every bilinear corner.
+
+    Args:
+        spatial_shapes: L pairs (H_l, W_l); num_tokens: S.
+        sampling_locations: (B, Lq, M, L, P, 2) normalised (x, y); attention_weights: (B, Lq, M, L, P).
+    Returns:
+        indices (B*Lq*M, L*P*4) int32 rows of the (B*S*M, Dh) value matrix, weights (B*Lq*M, L*P*4); corners
+        in the order (x0, y0), (x1, y0), (x0, y1), (x1, y1).
+    """
+    batch, num_queries, num_heads, _, _, _ = sampling_locations.shape
+    if batch * num_tokens * num_heads >= 2**31:
+        raise ValueError(f"{batch} x {num_tokens} x {num_heads} value rows do not fit int32 indices")
+    device, dtype = sampling_locations.device, sampling_locations.dtype
+    # per-level sizes as (L, 1) columns that broadcast over the points; int32 and float copies so that no
+    # operation below promotes a (B, Lq, M, L, P) tensor to another dtype
+    heights = torch.tensor([[h] for h, _ in spatial_shapes], device=device, dtype=torch.int32)
+    widths = torch.tensor([[w] for _, w in spatial_shapes], device=device, dtype=torch.int32)
+    x, y = sampling_locations.unbind(-1)
+    # align_corners=False: pixel centres sit at (i + 0.5) / size; everything below is per point, the four
+    # corners are only formed in the final products
+    x = x * widths.to(dtype) - 0.5
+    y = y * heights.to(dtype) - 0.5
+    x0, y0 = x.detach().floor(), y.detach().floor()
+    fx, fy = x - x0, y - y0  # differentiable in the locations, exactly like grid_sample's bilinear weights
+    x0, y0 = x0.int(), y0.int()
+    # a corner outside its map reads zeros (padding_mode="zeros"): weight 0, index clamped to a valid row
+    zero = torch.zeros((), device=device, dtype=torch.int32)
+    wx0 = (1 - fx).masked_fill((x0 < 0) | (x0 >= widths), 0)
+    wx1 = fx.masked_fill((x0 < -1) | (x0 >= widths - 1), 0)
+    wy0 = (attention_weights * (1 - fy)).masked_fill_((y0 < 0) | (y0 >= heights), 0)
+    wy1 = (attention_weights * fy).masked_fill_((y0 < -1) | (y0 >= heights - 1), 0)
+    weights = torch.stack((wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1), -1)
+    # row of (b, token, m) in the (B*S*M, Dh) view of the (B, S, M, Dh) values
+    starts = torch.tensor([[0]] + [[h * w] for h, w in spatial_shapes[:-1]], device=device, dtype=torch.int32)
+    image = torch.arange(batch, device=device, dtype=torch.int32).view(batch, 1, 1, 1, 1) * num_tokens
+    head = torch.arange(num_heads, device=device, dtype=torch.int32).view(1, 1, num_heads, 1, 1)
+    base = (image + starts.cumsum(0, dtype=torch.int32)) * num_heads + head  # (B, 1, M, L, 1)
+    row_stride = widths * num_heads
+    row_y0 = base + torch.clamp(y0, zero, heights - 1) * row_stride
+    row_y1 = base + torch.clamp(y0 + 1, zero, heights - 1) * row_stride
+    col_x0 = torch.clamp(x0, zero, widths - 1) * num_heads
+    col_x1 = torch.clamp(x0 + 1, zero, widths - 1) * num_heads
+    indices = torch.stack((row_y0 + col_x0, row_y0 + col_x1, row_y1 + col_x0, row_y1 + col_x1), -1)
+    rows = batch * num_queries * num_heads
+    return indices.view(rows, -1), weights.view(rows, -1)
+
+
+def _sample(value: torch.Tensor, spatial_shapes: List[Tuple[int, int]], sampling_locations: torch.Tensor,
+            attention_weights: torch.Tensor) -> torch.Tensor:
+    batch, num_tokens, num_heads, head_dim = value.shape
+    num_queries = sampling_locations.shape[1]
+    indices, weights = _bilinear_bags(spatial_shapes, num_tokens, sampling_locations, attention_weights)
+    rows = F.embedding_bag(indices, value.reshape(-1, head_dim), mode="sum", per_sample_weights=weights)
+    return rows.view(batch, num_queries, num_heads * head_dim)
 
 
 def ms_deform_attn_sample(
@@ -35,37 +90,19 @@ def ms_deform_attn_sample(
         spatial_shapes: L pairs (H_l, W_l) with sum(H_l * W_l) == S.
         sampling_locations: (B, Lq, M, L, P, 2) normalised (x, y) in [0, 1] of the padded maps.
         attention_weights: (B, Lq, M, L, P), softmax-normalised over (L, P).
-        recompute_in_backward: with autograd, keep only the inputs of every level and sample again in
-            backward instead of storing the (B*M, Dh, Lq, P) samples of every level.
+        recompute_in_backward: with autograd, keep only the inputs and rebuild the (B*Lq*M, L*P*4) corner
+            indices and weights in backward instead of storing them and their intermediates.
     Returns:
         (B, Lq, M * Dh).
     """
-    batch, _, num_heads, head_dim = value.shape
-    _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
-    value_per_level = value.split([h * w for h, w in spatial_shapes], dim=1)
-    # level-major layouts so that every per-level slice below is contiguous (one copy each, not one per level)
-    grids = (2 * sampling_locations - 1).permute(0, 2, 3, 1, 4, 5).reshape(
-        batch * num_heads, num_levels, num_queries, num_points, 2
-    )
-    weights = attention_weights.permute(0, 2, 3, 1, 4).reshape(batch * num_heads, num_levels, num_queries, num_points)
+    if sum(h * w for h, w in spatial_shapes) != value.shape[1]:
+        raise ValueError(f"spatial_shapes {spatial_shapes} do not cover the {value.shape[1]} value tokens")
     tracking = torch.is_grad_enabled() and (
         value.requires_grad or sampling_locations.requires_grad or attention_weights.requires_grad
     )
-    output = None
-    for level, (height, width) in enumerate(spatial_shapes):
-        # (B, H*W, M, Dh) -> (B*M, Dh, H, W)
-        value_l = value_per_level[level].flatten(2).transpose(1, 2).reshape(batch * num_heads, head_dim, height, width)
-        if tracking and recompute_in_backward:
-            contribution = checkpoint(_level_contribution, value_l, grids[:, level], weights[:, level], False,
-                                      use_reentrant=False)
-        else:
-            # without autograd the samples are weighted in place (one (B*M, Dh, Lq, P) buffer less per level)
-            contribution = _level_contribution(value_l, grids[:, level], weights[:, level], in_place=not tracking)
-        if output is None:
-            output = contribution
-        else:
-            output += contribution
-    return output.view(batch, num_heads * head_dim, num_queries).transpose(1, 2)
+    if tracking and recompute_in_backward:
+        return checkpoint(_sample, value, spatial_shapes, sampling_locations, attention_weights, use_reentrant=False)
+    return _sample(value, spatial_shapes, sampling_locations, attention_weights)
 
 
 class MSDeformAttn(nn.Module):

@@ -92,13 +92,13 @@ def test_sampling_stays_float32_under_autocast(monkeypatch):
     points = torch.rand(1, 3, 1, 2)
     reference = attn(query, points, memory, [(3, 4)])
     seen = []
-    grid_sample = F.grid_sample
+    embedding_bag = F.embedding_bag
 
-    def spy(value, grid, **kwargs):
-        seen.append((value.dtype, grid.dtype))
-        return grid_sample(value, grid, **kwargs)
+    def spy(indices, value, **kwargs):
+        seen.append((value.dtype, kwargs["per_sample_weights"].dtype))
+        return embedding_bag(indices, value, **kwargs)
 
-    monkeypatch.setattr(F, "grid_sample", spy)
+    monkeypatch.setattr(F, "embedding_bag", spy)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = attn(query, points, memory, [(3, 4)])
     assert seen and all(v == torch.float32 and g == torch.float32 for v, g in seen)
@@ -120,3 +120,35 @@ def test_recomputing_the_samples_in_backward_gives_the_same_gradients():
     (out0, g0), (out1, g1) = grads
     assert torch.equal(out0, out1)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g0, g1))
+
+
+def _grid_sample_reference(value, shapes, locations, weights):
+    """The official per-level grid_sample formulation (the math the bag formulation must reproduce)."""
+    batch, _, heads, head_dim = value.shape
+    _, queries, _, levels, points, _ = locations.shape
+    grids = 2 * locations - 1
+    out = 0
+    for level, maps in enumerate(value.split([h * w for h, w in shapes], dim=1)):
+        maps = maps.permute(0, 2, 3, 1).reshape(batch * heads, head_dim, *shapes[level])
+        grid = grids[:, :, :, level].transpose(1, 2).reshape(batch * heads, queries, points, 2)
+        sampled = F.grid_sample(maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        level_weights = weights[:, :, :, level].transpose(1, 2).reshape(batch * heads, 1, queries, points)
+        out = out + (sampled * level_weights).sum(-1)
+    return out.view(batch, heads * head_dim, queries).transpose(1, 2)
+
+
+def test_gradients_match_the_grid_sample_formulation():
+    gen = torch.Generator().manual_seed(2)
+    shapes = [(5, 7), (3, 4), (1, 2)]
+    value = torch.randn(2, 49, 2, 4, generator=gen, dtype=torch.float64)
+    locations = torch.rand(2, 6, 2, 3, 3, 2, generator=gen, dtype=torch.float64) * 1.4 - 0.2
+    weights = torch.rand(2, 6, 2, 3, 3, generator=gen, dtype=torch.float64)
+    upstream = torch.randn(2, 6, 8, generator=gen, dtype=torch.float64)
+    results = []
+    for fn in (ms_deform_attn_sample, _grid_sample_reference):
+        inputs = [t.clone().requires_grad_() for t in (value, locations, weights)]
+        out = fn(inputs[0], shapes, inputs[1], inputs[2])
+        (out * upstream).sum().backward()
+        results.append([out.detach()] + [t.grad for t in inputs])
+    for name, mine, ref in zip(("output", "value", "locations", "weights"), *results):
+        assert torch.allclose(mine, ref, atol=1e-10), f"{name}: {(mine - ref).abs().max():.3g}"
