@@ -18,5 +18,6 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# One inference and one training step of the full model at 640x640, each in a fresh process (minutes on a CPU).
 bench: setup
-	$(PY) bench/run_all.py
+	$(PY) bench/run_benchmarks.py --out output/bench/results.jsonl --case "eval 640 fp32" --case "train 640 fp32 2"
