@@ -27,23 +27,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def _cfg():
+    """The official TT fine-tune model: the shipped base config (``main`` sets MODEL.DEVICE from --device)."""
     from detectron2.config import get_cfg
 
     from ests_d2.config import add_ests_config
 
     cfg = get_cfg()
     add_ests_config(cfg)
-    cfg.MODEL.META_ARCHITECTURE = "ESTS"
-    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
-    cfg.MODEL.BACKBONE.FREEZE_AT = 2
-    cfg.MODEL.RESNETS.DEPTH = 50
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
-    cfg.MODEL.RESNETS.NORM = "FrozenBN"
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
-    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
-    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
-    cfg.INPUT.FORMAT = "RGB"
-    cfg.MODEL.DEVICE = "cpu"
+    cfg.merge_from_file(str(Path(__file__).resolve().parents[1] / "configs" / "Base-ESTS.yaml"))
     return cfg
 
 

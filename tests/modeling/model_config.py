@@ -1,24 +1,22 @@
 """Model configurations built in code for the modeling tests (the official TT fine-tune model, or a tiny one)."""
+from pathlib import Path
+
 from detectron2.config import get_cfg
 
 from ests_d2.config import add_ests_config
+
+# The shipped base config is the official model: testing with it also checks that it stays so.
+BASE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "Base-ESTS.yaml"
 
 
 def ests_cfg(num_levels: int = 5):
     """The official TT fine-tune model (ResNet-50, 5 levels) on CPU, as the golden data was produced."""
     cfg = get_cfg()
     add_ests_config(cfg)
-    cfg.MODEL.META_ARCHITECTURE = "ESTS"
-    cfg.MODEL.BACKBONE.NAME = "build_resnet_backbone"
-    cfg.MODEL.BACKBONE.FREEZE_AT = 2
-    cfg.MODEL.RESNETS.DEPTH = 50
-    cfg.MODEL.RESNETS.STRIDE_IN_1X1 = False
-    cfg.MODEL.RESNETS.NORM = "FrozenBN"
-    cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"] if num_levels == 5 else ["res3", "res4", "res5"]
+    cfg.merge_from_file(str(BASE_CONFIG))
+    if num_levels == 4:
+        cfg.MODEL.RESNETS.OUT_FEATURES = ["res3", "res4", "res5"]
     cfg.MODEL.ESTS.NUM_FEATURE_LEVELS = num_levels
-    cfg.MODEL.PIXEL_MEAN = [123.675, 116.28, 103.53]
-    cfg.MODEL.PIXEL_STD = [58.395, 57.12, 57.375]
-    cfg.INPUT.FORMAT = "RGB"
     cfg.MODEL.DEVICE = "cpu"
     return cfg
 
