@@ -61,6 +61,14 @@ def _assert_checkpoints_load(folder: Path):
     return len(files)
 
 
+def _last_checkpoint_iteration(folder: Path) -> int:
+    """The iteration in the name of the checkpoint ``last_checkpoint`` points to (-1 before the first one)."""
+    tag = folder / "last_checkpoint"
+    name = tag.read_text() if tag.exists() else ""
+    digits = "".join(c for c in name if c.isdigit())
+    return int(digits) if digits else -1
+
+
 @pytest.mark.slow
 def test_training_survives_20_random_sigkills(tmp_path):
     opts = ("SOLVER.MAX_ITER", 60, "SOLVER.STEPS", (40,), "SOLVER.CHECKPOINT_PERIOD", 1,
@@ -75,7 +83,13 @@ def test_training_survives_20_random_sigkills(tmp_path):
     for _ in range(20):
         life = ctx.Process(target=resume_and_train, args=(cfg,))
         life.start()
-        time.sleep(rng.uniform(0.2, 1.5))
+        # Kill after a random number of new checkpoints plus a random fraction of a step, so the kills land
+        # during training (anywhere, saves included) however fast this machine runs the tiny task.
+        target = _last_checkpoint_iteration(tmp_path / "killed") + rng.randint(1, 3)
+        deadline = time.time() + 120
+        while life.is_alive() and _last_checkpoint_iteration(tmp_path / "killed") < target and time.time() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.05))
         if life.is_alive():
             os.kill(life.pid, signal.SIGKILL)
         life.join()
