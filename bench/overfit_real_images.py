@@ -13,28 +13,23 @@ import json
 import time
 
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, pairwise_iou
 
 import ests_d2.data  # noqa: F401  (registers icdar2015_samples)
 import ests_d2.modeling  # noqa: F401
-from ests_d2.config import add_ests_config
+from ests_d2.config import load_ests_config
 from ests_d2.data import TextSpottingDatasetMapper
 from ests_d2.data.text_utils import CharVocabulary
 
 
 def build_cfg(args):
-    cfg = get_cfg()
-    add_ests_config(cfg)
-    cfg.merge_from_file("configs/ESTS/Synthetic-Tiny.yaml")
-    cfg.merge_from_list([
+    return load_ests_config("configs/ESTS/Synthetic-Tiny.yaml", [
         "INPUT.TEXT_CROP.ENABLED", "False", "INPUT.ROTATE.ENABLED", "False", "INPUT.COLOR_JITTER.ENABLED", "False",
         "INPUT.MIN_SIZE_TRAIN", f"({args.size},)", "INPUT.MAX_SIZE_TRAIN", str(2 * args.size),
         "INPUT.MIN_SIZE_TEST", str(args.size), "INPUT.MAX_SIZE_TEST", str(2 * args.size),
     ])
-    return cfg
 
 
 def count_read_words(model, batch, vocab, score_threshold):

@@ -10,6 +10,17 @@ def add_ests_config(cfg):
     _add_test_config(cfg)
 
 
+def load_ests_config(config_file: str, opts=()):
+    """A detectron2 config with the ESTS keys, ``config_file`` merged in, then ``KEY VALUE`` overrides (unfrozen)."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_ests_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg
+
+
 def _add_model_config(cfg):
     cfg.MODEL.ESTS = CN()
     e = cfg.MODEL.ESTS

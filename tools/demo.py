@@ -12,12 +12,11 @@ import os
 import cv2
 import torch
 import tqdm
-from detectron2.config import get_cfg
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 
 import ests_d2.modeling  # noqa: F401  (registers the ESTS meta-architecture)
-from ests_d2.config import add_ests_config
+from ests_d2.config import load_ests_config
 from ests_d2.utils.visualization import (
     draw_text_instances, instances_to_records, select_confident, write_prediction_json,
 )
@@ -50,10 +49,7 @@ def main():
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     args = parser.parse_args()
 
-    cfg = get_cfg()
-    add_ests_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_ests_config(args.config_file, args.opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         cfg.MODEL.DEVICE = "cpu"  # a demo should run anywhere; say so rather than crash
         print("CUDA is not available: running on the CPU")

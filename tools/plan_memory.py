@@ -19,8 +19,9 @@ import os
 import torch
 import tqdm
 
+from ests_d2.config import load_ests_config
 from ests_d2.utils.memory_planner import (
-    CASES, load_config, parse_bytes, plot_memory_curve, recommend, run_case, worst_case_shape,
+    CASES, parse_bytes, plot_memory_curve, recommend, run_case, worst_case_shape,
 )
 
 GIB = 2**30
@@ -57,7 +58,7 @@ def format_table(rows, headers):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config_file, args.opts)
+    cfg = load_ests_config(args.config_file, args.opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
         # Measure what can be measured here rather than fail every case; the table says "cpu".
         print("CUDA is not available: measuring CPU training steps (peak RSS) instead")

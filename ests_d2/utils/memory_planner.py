@@ -24,6 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ests_d2.config import load_ests_config
+
 # name -> (AMP enabled, denoising enabled)
 CASES: Dict[str, Tuple[bool, bool]] = {
     "fp32+dn": (False, True),
@@ -32,19 +34,6 @@ CASES: Dict[str, Tuple[bool, bool]] = {
     "amp": (True, False),
 }
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding ests_d2/
-
-
-def load_config(config_file: str, opts: Sequence[str] = ()):
-    """detectron2 config with the ESTS keys, a config file and ``KEY VALUE`` overrides."""
-    from detectron2.config import get_cfg
-
-    from ests_d2.config import add_ests_config
-
-    cfg = get_cfg()
-    add_ests_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
-    return cfg
 
 
 def worst_case_shape(short_side: int, max_size: int) -> Tuple[int, int]:
@@ -309,7 +298,7 @@ def _main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(args.config_file, args.opts)
+    cfg = load_ests_config(args.config_file, args.opts)
     cfg.MODEL.ESTS.DN.ENABLED = args.dn == "on"
     result = measure_training_step(cfg, args.height, args.width, args.images, args.instances, args.amp, args.steps)
     print(json.dumps(result))

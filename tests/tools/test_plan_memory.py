@@ -12,8 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ests_d2.config import load_ests_config
 from ests_d2.utils.memory_planner import (
-    fit_curve, load_config, parse_bytes, recommend, synthetic_batch, worst_case_pixels, worst_case_shape,
+    fit_curve, parse_bytes, recommend, synthetic_batch, worst_case_pixels, worst_case_shape,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ def test_parse_bytes():
 
 
 def test_synthetic_batch_follows_the_mapper_contract():
-    cfg = load_config(str(TINY_CONFIG))
+    cfg = load_ests_config(str(TINY_CONFIG))
     batch = synthetic_batch(cfg, 96, 160, num_images=2, num_instances=7)
     assert len(batch) == 2
     for item in batch:
