@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import tempfile
 from typing import Callable, Dict, IO
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import hooks
+from detectron2.utils import comm
 
 __all__ = [
     "AtomicDetectionCheckpointer",
@@ -121,6 +123,23 @@ class PeriodicCheckpointer(hooks.PeriodicCheckpointer):
         for path in paths[:excess]:  # oldest first; last_checkpoint names the newest
             os.unlink(path)
         self.recent_checkpoints = paths[excess:]
+
+    def after_train(self):
+        super().after_train()
+        # The last periodic checkpoint and model_final are two writes. A run killed between them
+        # resumes at max_iter, trains nothing and would never write the final file it owes: copy it
+        # from the checkpoint it resumed, which holds the same (last) iteration.
+        trainer = self.trainer
+        final = os.path.join(self.checkpointer.save_dir, f"{self.file_prefix}_final.pth")
+        if trainer.start_iter < trainer.max_iter or os.path.exists(final) or not comm.is_main_process():
+            return
+        if not self.checkpointer._is_local() or not self.checkpointer.has_checkpoint():
+            return
+        resumed = self.checkpointer.get_checkpoint_file()
+        logger.info("Training had already finished; writing %s from %s", final, resumed)
+        with open(resumed, "rb") as src:
+            atomic_write(final, lambda dst: shutil.copyfileobj(src, dst))
+        self.checkpointer.tag_last_checkpoint(os.path.basename(final))
 
 
 def capture_rng_state() -> Dict:

@@ -55,3 +55,21 @@ def test_stop_and_resume_is_bitwise_identical(tmp_path, num_workers, grouping):
     assert logged_cut == logged_full
     # Guard against a vacuous pass: the weights did move, the data did matter.
     assert len({round(v["loss_box"], 6) for v in logged_full.values()}) > 6
+
+
+def test_run_killed_between_last_checkpoint_and_model_final_still_gets_model_final(tmp_path):
+    cfg = tiny_cfg(tmp_path, "SOLVER.CHECKPOINT_PERIOD", 1, "SOLVER.MAX_ITER", 6)
+    _train(cfg)
+    last = torch.load(tmp_path / "model_0000005.pth", weights_only=True)
+    # The kill landed after model_0000005.pth was tagged and before model_final.pth was written.
+    (tmp_path / "model_final.pth").unlink()
+    (tmp_path / "last_checkpoint").write_text("model_0000005.pth")
+
+    resumed = _train(cfg, resume=True)
+
+    assert resumed.start_iter == 6  # nothing left to train
+    final = torch.load(tmp_path / "model_final.pth", weights_only=True)
+    assert final["iteration"] == 5
+    for k, v in last["model"].items():
+        assert torch.equal(final["model"][k], v), k
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
