@@ -1,6 +1,7 @@
 """Multi-scale deformable attention against a naive per-point bilinear loop."""
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -137,7 +138,8 @@ def _grid_sample_reference(value, shapes, locations, weights):
     return out.view(batch, heads * head_dim, queries).transpose(1, 2)
 
 
-def test_gradients_match_the_grid_sample_formulation():
+@pytest.mark.parametrize("recompute", [False, True])
+def test_gradients_match_the_grid_sample_formulation(recompute):
     gen = torch.Generator().manual_seed(2)
     shapes = [(5, 7), (3, 4), (1, 2)]
     value = torch.randn(2, 49, 2, 4, generator=gen, dtype=torch.float64)
@@ -145,10 +147,27 @@ def test_gradients_match_the_grid_sample_formulation():
     weights = torch.rand(2, 6, 2, 3, 3, generator=gen, dtype=torch.float64)
     upstream = torch.randn(2, 6, 8, generator=gen, dtype=torch.float64)
     results = []
-    for fn in (ms_deform_attn_sample, _grid_sample_reference):
+    def mine(*args):
+        return ms_deform_attn_sample(*args, recompute_in_backward=recompute)
+
+    for fn in (mine, _grid_sample_reference):
         inputs = [t.clone().requires_grad_() for t in (value, locations, weights)]
         out = fn(inputs[0], shapes, inputs[1], inputs[2])
         (out * upstream).sum().backward()
         results.append([out.detach()] + [t.grad for t in inputs])
     for name, mine, ref in zip(("output", "value", "locations", "weights"), *results):
         assert torch.allclose(mine, ref, atol=1e-10), f"{name}: {(mine - ref).abs().max():.3g}"
+
+
+@pytest.mark.parametrize("needs", [(True, False, False), (False, True, False), (False, False, True), (True, True, True)])
+def test_hand_written_backward_passes_gradcheck_for_any_subset_of_inputs(needs):
+    gen = torch.Generator().manual_seed(3)
+    shapes = [(3, 5), (2, 2)]
+    # samples near the map borders and outside them, and two batch images
+    inputs = (torch.randn(2, 19, 2, 3, generator=gen, dtype=torch.float64),
+              torch.rand(2, 4, 2, 2, 2, 2, generator=gen, dtype=torch.float64) * 1.3 - 0.15,
+              torch.rand(2, 4, 2, 2, 2, generator=gen, dtype=torch.float64))
+    inputs = [t.requires_grad_(need) for t, need in zip(inputs, needs)]
+    assert torch.autograd.gradcheck(
+        lambda v, loc, w: ms_deform_attn_sample(v, shapes, loc, w, recompute_in_backward=True), inputs
+    )
