@@ -11,11 +11,10 @@ Layout: the decoder state is batch-first (B, N, K, D), K = 1 + T slots.
 from typing import Dict, List, Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import MLP, inverse_sigmoid, multihead_attention
+from .layers import MLP, feed_forward, inverse_sigmoid, multihead_attention
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import box_sine_embedding, text_position_table
 
@@ -24,8 +23,10 @@ class ESTSDecoderLayer(nn.Module):
     """One decoder layer with the official parameter names."""
 
     def __init__(self, d_model: int, d_ffn: int, n_levels: int, n_heads: int, n_points: int,
-                 dropout: float = 0.0, attn_fp32: bool = True, attn_recompute: bool = False):
+                 dropout: float = 0.0, attn_fp32: bool = True, attn_recompute: bool = False,
+                 ffn_recompute: bool = False):
         super().__init__()
+        self.ffn_recompute = ffn_recompute
         self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32,
                                        recompute_sampling=attn_recompute)
         self.dropout1 = nn.Dropout(dropout)
@@ -71,7 +72,8 @@ class ESTSDecoderLayer(nn.Module):
         diagonal.fill_diagonal_(float("-inf"))
         attn = multihead_attention(self.attn_m, x + text_pos, language + text_pos, language, attn_mask=diagonal)
         x = self.norm_m(x + self.dropout_m(attn))
-        x = self.norm3_m(x + self.dropout4_m(self.linear2_m(self.dropout3_m(F.relu(self.linear1_m(x))))))
+        recompute = self.ffn_recompute and self.training
+        x = self.norm3_m(x + self.dropout4_m(feed_forward(x, self.linear1_m, self.dropout3_m, self.linear2_m, recompute)))
         # 2. intra-instance self-attention over the K slots
         qk = x + text_pos
         attn = multihead_attention(self.attn_intra, qk, qk, x, same_qk=True)
@@ -89,7 +91,7 @@ class ESTSDecoderLayer(nn.Module):
         attn = self.cross_attn(query, reference, memory, spatial_shapes, padding_mask)
         x = self.norm1(x + self.dropout1(attn.view(batch, num_inst, num_slots, dim)))
         # 5. FFN
-        x = self.norm3(x + self.dropout4(self.linear2(self.dropout3(F.relu(self.linear1(x))))))
+        x = self.norm3(x + self.dropout4(feed_forward(x, self.linear1, self.dropout3, self.linear2, recompute)))
         return x
 
 
@@ -101,15 +103,18 @@ class ESTSDecoder(nn.Module):
         num_classes: box classes C; voc_size: recognition classes V; max_text_len: recognition slots T.
         attn_fp32: keep deformable sampling in float32 under autocast.
         attn_recompute: recompute deformable sampling in backward instead of storing it.
+        ffn_recompute: recompute the FFN hidden activations in backward instead of storing them.
         activation_checkpoint: recompute every layer in backward (training only).
     """
 
     def __init__(self, *, num_layers: int, d_model: int, d_ffn: int, n_levels: int, n_heads: int,
                  n_points: int, dropout: float, num_classes: int, voc_size: int, max_text_len: int,
-                 attn_fp32: bool = True, attn_recompute: bool = False, activation_checkpoint: bool = False):
+                 attn_fp32: bool = True, attn_recompute: bool = False, ffn_recompute: bool = False,
+                 activation_checkpoint: bool = False):
         super().__init__()
         self.layers = nn.ModuleList(
-            ESTSDecoderLayer(d_model, d_ffn, n_levels, n_heads, n_points, dropout, attn_fp32, attn_recompute)
+            ESTSDecoderLayer(d_model, d_ffn, n_levels, n_heads, n_points, dropout, attn_fp32, attn_recompute,
+                             ffn_recompute)
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)

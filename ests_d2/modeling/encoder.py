@@ -5,6 +5,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .layers import feed_forward
 from .ms_deform_attn import MSDeformAttn
 
 
@@ -12,8 +13,10 @@ class DeformableEncoderLayer(nn.Module):
     """``x = LN1(x + MSDeformAttn(x + pos, x))``; ``x = LN2(x + FFN(x))``."""
 
     def __init__(self, d_model: int, d_ffn: int, n_levels: int, n_heads: int, n_points: int,
-                 dropout: float = 0.0, attn_fp32: bool = True, attn_recompute: bool = False):
+                 dropout: float = 0.0, attn_fp32: bool = True, attn_recompute: bool = False,
+                 ffn_recompute: bool = False):
         super().__init__()
+        self.ffn_recompute = ffn_recompute
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32,
                                       recompute_sampling=attn_recompute)
         self.dropout1 = nn.Dropout(dropout)
@@ -40,7 +43,7 @@ class DeformableEncoderLayer(nn.Module):
             value_input = src.new_zeros(src.shape[0], padding_mask.shape[1], src.shape[-1]).scatter(1, index, src)
         attn = self.self_attn(src + pos, reference_points, value_input, spatial_shapes, padding_mask)
         src = self.norm1(src + self.dropout1(attn))
-        ffn = self.linear2(self.dropout2(torch.relu(self.linear1(src))))
+        ffn = feed_forward(src, self.linear1, self.dropout2, self.linear2, self.ffn_recompute and self.training)
         return self.norm2(src + self.dropout3(ffn))
 
 

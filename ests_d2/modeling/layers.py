@@ -65,3 +65,54 @@ def multihead_attention(module: nn.MultiheadAttention, query, key, value, attn_m
     out = F.scaled_dot_product_attention(split_heads(q), split_heads(k), split_heads(v), attn_mask=attn_mask,
                                          dropout_p=dropout)
     return module.out_proj(out.transpose(-3, -2).flatten(-2))
+
+
+class _HiddenRecomputedFFN(torch.autograd.Function):
+    """``linear2(relu(linear1(x)))`` that keeps x, not the d_ffn-wide hidden activations, for backward.
+
+    The hidden ReLU output is the largest tensor a transformer layer saves (2048 wide, 8x the model width);
+    backward recomputes it with one matmul (not the whole layer, as activation checkpointing would) and applies
+    the chain rule of ``linear2`` by hand, then lets autograd differentiate the recomputed ``relu(linear1(x))``.
+    The autocast state of the forward is restored for the recomputation, so mixed precision sees the same values.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight1, bias1, weight2, bias2):
+        device_type = x.device.type
+        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        ctx.save_for_backward(x, weight1, bias1, weight2)
+        return F.linear(F.relu(F.linear(x, weight1, bias1)), weight2, bias2)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight1, bias1, weight2 = ctx.saved_tensors
+        device_type, autocast_enabled, autocast_dtype = ctx.autocast
+        inputs = [t.detach().requires_grad_(need) for t, need in zip((x, weight1, bias1), ctx.needs_input_grad)]
+        with torch.enable_grad(), torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_enabled):
+            hidden = F.relu(F.linear(*inputs))
+        grad_out = grad_out.to(hidden.dtype)
+        grad_hidden = grad_out @ weight2.to(hidden.dtype)
+        grad_weight2 = grad_bias2 = None
+        if ctx.needs_input_grad[3]:
+            grad_weight2 = (grad_out.flatten(0, -2).t() @ hidden.detach().flatten(0, -2)).to(weight2.dtype)
+        if ctx.needs_input_grad[4]:
+            grad_bias2 = grad_out.flatten(0, -2).sum(0).to(weight2.dtype)
+        wanted = [t for t in inputs if t.requires_grad]
+        grads = iter(torch.autograd.grad(hidden, wanted, grad_hidden) if wanted else ())
+        grad_x, grad_weight1, grad_bias1 = (next(grads) if t.requires_grad else None for t in inputs)
+        return grad_x, grad_weight1, grad_bias1, grad_weight2, grad_bias2
+
+
+def feed_forward(x: torch.Tensor, linear1: nn.Linear, dropout: nn.Dropout, linear2: nn.Linear,
+                 recompute_hidden: bool = False) -> torch.Tensor:
+    """The transformer FFN ``linear2(dropout(relu(linear1(x))))``.
+
+    Args:
+        recompute_hidden: in training, store x instead of the hidden activations and recompute them in
+            backward (``MODEL.ESTS.FFN_RECOMPUTE``); needs dropout 0, like every official ESTS config.
+    """
+    if recompute_hidden and torch.is_grad_enabled():
+        if dropout.p > 0 and dropout.training:
+            raise ValueError("MODEL.ESTS.FFN_RECOMPUTE needs MODEL.ESTS.DROPOUT 0: the dropout mask would be redrawn")
+        return _HiddenRecomputedFFN.apply(x, linear1.weight, linear1.bias, linear2.weight, linear2.bias)
+    return linear2(dropout(F.relu(linear1(x))))

@@ -102,7 +102,7 @@ class ESTS(nn.Module):
             enc_n_points=e.ENC_N_POINTS, dec_n_points=e.DEC_N_POINTS, num_queries=e.NUM_QUERIES,
             num_classes=e.NUM_CLASSES, voc_size=e.VOC_SIZE, max_text_len=e.MAX_TEXT_LEN,
             roi_output_size=tuple(e.ROI_OUTPUT_SIZE), attn_fp32=e.DEFORM_ATTN_FP32,
-            attn_recompute=e.DEFORM_ATTN_RECOMPUTE,
+            attn_recompute=e.DEFORM_ATTN_RECOMPUTE, ffn_recompute=e.FFN_RECOMPUTE,
             activation_checkpoint=e.ACTIVATION_CHECKPOINT,
         )
         return {

@@ -95,15 +95,15 @@ class ESTSTransformer(nn.Module):
         num_classes, voc_size, max_text_len: head sizes.
         roi_output_size: (rows, cols) RoIAlign bins; cols must equal ``max_text_len``.
         num_roi_levels: finest projected levels the RoI pooler reads (3: stride 4/8/16 for 5 levels).
-        attn_fp32, attn_recompute, activation_checkpoint: see the config keys (DEFORM_ATTN_FP32,
-            DEFORM_ATTN_RECOMPUTE, ACTIVATION_CHECKPOINT).
+        attn_fp32, attn_recompute, ffn_recompute, activation_checkpoint: see the config keys
+            (DEFORM_ATTN_FP32, DEFORM_ATTN_RECOMPUTE, FFN_RECOMPUTE, ACTIVATION_CHECKPOINT).
     """
 
     def __init__(self, *, d_model: int, nhead: int, num_encoder_layers: int, num_decoder_layers: int,
                  dim_feedforward: int, dropout: float, num_feature_levels: int, enc_n_points: int,
                  dec_n_points: int, num_queries: int, num_classes: int, voc_size: int, max_text_len: int,
                  roi_output_size: Tuple[int, int], num_roi_levels: int = 3, attn_fp32: bool = True,
-                 attn_recompute: bool = False, activation_checkpoint: bool = False):
+                 attn_recompute: bool = False, ffn_recompute: bool = False, activation_checkpoint: bool = False):
         super().__init__()
         if roi_output_size[1] != max_text_len:
             raise ValueError(
@@ -119,13 +119,13 @@ class ESTSTransformer(nn.Module):
         self.encoder = DeformableEncoder(
             num_encoder_layers, activation_checkpoint=activation_checkpoint, d_model=d_model,
             d_ffn=dim_feedforward, n_levels=num_feature_levels, n_heads=nhead, n_points=enc_n_points,
-            dropout=dropout, attn_fp32=attn_fp32, attn_recompute=attn_recompute,
+            dropout=dropout, attn_fp32=attn_fp32, attn_recompute=attn_recompute, ffn_recompute=ffn_recompute,
         )
         self.decoder = ESTSDecoder(
             num_layers=num_decoder_layers, d_model=d_model, d_ffn=dim_feedforward, n_levels=num_feature_levels,
             n_heads=nhead, n_points=dec_n_points, dropout=dropout, num_classes=num_classes, voc_size=voc_size,
             max_text_len=max_text_len, attn_fp32=attn_fp32, attn_recompute=attn_recompute,
-            activation_checkpoint=activation_checkpoint,
+            ffn_recompute=ffn_recompute, activation_checkpoint=activation_checkpoint,
         )
         self.tgt_embed = nn.Embedding(num_queries, d_model)
         self.enc_output = nn.Linear(d_model, d_model)
