@@ -115,6 +115,8 @@ class ESTSTransformer(nn.Module):
                              "the recognition queries are pooled from the finest three projected levels")
         self.d_model = d_model
         self.num_queries = num_queries
+        # whole-layer checkpointing already recomputes the FFN hidden; recomputing it once more inside is waste
+        ffn_recompute = ffn_recompute and not activation_checkpoint
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
         self.encoder = DeformableEncoder(
             num_encoder_layers, activation_checkpoint=activation_checkpoint, d_model=d_model,
