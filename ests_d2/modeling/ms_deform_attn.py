@@ -72,14 +72,18 @@ def _corner_indices(corners: _Corners, spatial_shapes: List[Tuple[int, int]], nu
     return indices.view(batch * num_queries * num_heads, -1)
 
 
-def _corner_weights(corners: _Corners, attention_weights: torch.Tensor) -> torch.Tensor:
+def _axis_weights(corners: _Corners) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Bilinear factors (wx0, wx1, wy0, wy1) of the two columns and two rows, 0 for one outside its map."""
+    return ((1 - corners.fx).masked_fill(~corners.inside_x0, 0), corners.fx.masked_fill(~corners.inside_x1, 0),
+            (1 - corners.fy).masked_fill(~corners.inside_y0, 0), corners.fy.masked_fill(~corners.inside_y1, 0))
+
+
+def _corner_weights(axis_weights, attention_weights: torch.Tensor) -> torch.Tensor:
     """(B*Lq*M, L*P*4) attention x bilinear weight of every corner, 0 for a corner outside its map."""
-    wx0 = (1 - corners.fx).masked_fill(~corners.inside_x0, 0)
-    wx1 = corners.fx.masked_fill(~corners.inside_x1, 0)
-    wy0 = (attention_weights * (1 - corners.fy)).masked_fill_(~corners.inside_y0, 0)
-    wy1 = (attention_weights * corners.fy).masked_fill_(~corners.inside_y1, 0)
+    wx0, wx1, wy0, wy1 = axis_weights
+    wy0, wy1 = attention_weights * wy0, attention_weights * wy1
     weights = torch.stack((wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1), -1)
-    return weights.view(-1, weights.shape[-2] * weights.shape[-1] * weights.shape[-3])
+    return weights.flatten(-3).flatten(0, -2)  # (B, Lq, M, L, P, 4) -> (B*Lq*M, L*P*4)
 
 
 def _bilinear_bags(spatial_shapes: List[Tuple[int, int]], num_tokens: int, sampling_locations: torch.Tensor,
@@ -93,10 +97,11 @@ def _bilinear_bags(spatial_shapes: List[Tuple[int, int]], num_tokens: int, sampl
         indices (B*Lq*M, L*P*4) int32 rows of the (B*S*M, Dh) value matrix, weights (B*Lq*M, L*P*4).
     """
     corners = _corners(spatial_shapes, sampling_locations)
-    return _corner_indices(corners, spatial_shapes, num_tokens), _corner_weights(corners, attention_weights)
+    indices = _corner_indices(corners, spatial_shapes, num_tokens)
+    return indices, _corner_weights(_axis_weights(corners), attention_weights)
 
 
-def _geometry_grads(corners: _Corners, attention_weights: torch.Tensor, grad_weights: torch.Tensor):
+def _geometry_grads(corners: _Corners, axis_weights, attention_weights: torch.Tensor, grad_weights: torch.Tensor):
     """Gradients of the locations (..., 2) and attention weights from those of the corner weights.
 
     The chain rule of ``_corner_weights`` written out: w = a * wy * wx with wx0 = (1 - fx) [inside],
@@ -106,8 +111,7 @@ def _geometry_grads(corners: _Corners, attention_weights: torch.Tensor, grad_wei
     dtype = corners.fx.dtype
     in_x0, in_x1 = corners.inside_x0.to(dtype), corners.inside_x1.to(dtype)
     in_y0, in_y1 = corners.inside_y0.to(dtype), corners.inside_y1.to(dtype)
-    wx0, wx1 = (1 - corners.fx) * in_x0, corners.fx * in_x1
-    vy0, vy1 = (1 - corners.fy) * in_y0, corners.fy * in_y1
+    wx0, wx1, vy0, vy1 = axis_weights
     top, bottom = g00 * wx0 + g01 * wx1, g10 * wx0 + g11 * wx1
     grad_attention = vy0 * top + vy1 * bottom
     grad_fx = attention_weights * (vy0 * (g01 * in_x1 - g00 * in_x0) + vy1 * (g11 * in_x1 - g10 * in_x0))
@@ -181,16 +185,17 @@ class _RecomputedBagSample(torch.autograd.Function):
         grad_rows = grad_output.reshape(-1, head_dim).contiguous()
         value_rows = value.reshape(-1, head_dim)
         corners = _corners(ctx.spatial_shapes, sampling_locations)
+        axis_weights = _axis_weights(corners)
         indices = _corner_indices(corners, ctx.spatial_shapes, num_tokens)
         grad_value = grad_locations = grad_attention = None
         if need_value:
-            weights = _corner_weights(corners, attention_weights)
+            weights = _corner_weights(axis_weights, attention_weights)
             grad_value = _transposed_bag_sum(indices, weights, grad_rows, value_rows.shape[0]).view_as(value)
             del weights
         if need_locations or need_attention:
             grad_weights = _sample_weight_grads(indices, grad_rows, value_rows)
             del indices
-            grad_locations, grad_attention = _geometry_grads(corners, attention_weights, grad_weights)
+            grad_locations, grad_attention = _geometry_grads(corners, axis_weights, attention_weights, grad_weights)
         return (grad_value, grad_locations if need_locations else None,
                 grad_attention if need_attention else None, None)
 
