@@ -28,14 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def _cfg():
     """The official TT fine-tune model: the shipped base config (``main`` sets MODEL.DEVICE from --device)."""
-    from detectron2.config import get_cfg
+    from ests_d2.config import load_ests_config
 
-    from ests_d2.config import add_ests_config
-
-    cfg = get_cfg()
-    add_ests_config(cfg)
-    cfg.merge_from_file(str(Path(__file__).resolve().parents[1] / "configs" / "Base-ESTS.yaml"))
-    return cfg
+    return load_ests_config(str(Path(__file__).resolve().parents[1] / "configs" / "Base-ESTS.yaml"))
 
 
 def _text_boxes(size: int, count: int) -> torch.Tensor:

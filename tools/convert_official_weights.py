@@ -37,17 +37,13 @@ def load_official_checkpoint(path: Path):
 
 
 def _check_with_config(converted, config_file: str, opts):
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
     import ests_d2.modeling  # noqa: F401  (registers ESTS)
-    from ests_d2.config import add_ests_config
+    from ests_d2.config import load_ests_config
     from ests_d2.modeling.official_checkpoint import check_against_model
 
-    cfg = get_cfg()
-    add_ests_config(cfg)
-    cfg.merge_from_file(config_file)
-    cfg.merge_from_list(list(opts))
+    cfg = load_ests_config(config_file, opts)
     cfg.MODEL.DEVICE = "cpu"
     return check_against_model(converted, build_model(cfg).state_dict())
 

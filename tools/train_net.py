@@ -12,14 +12,13 @@ detectron2.
 import logging
 
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 import ests_d2.data  # noqa: F401  (registers the built-in datasets)
 import ests_d2.modeling  # noqa: F401  (registers the ESTS meta-architecture)
-from ests_d2.config import add_ests_config
+from ests_d2.config import load_ests_config
 from ests_d2.engine import Trainer, launch
 
 logger = logging.getLogger("ests_d2")
@@ -27,10 +26,7 @@ logger = logging.getLogger("ests_d2")
 
 def setup(args):
     """Config from defaults + ESTS keys + the yaml file + command-line overrides."""
-    cfg = get_cfg()
-    add_ests_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_ests_config(args.config_file, args.opts)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg
