@@ -11,7 +11,8 @@ from ests_d2.data.text_utils import UNKNOWN_GLYPH, CharVocabulary, bezier_to_pol
 from .lexicon import LexiconMatcher
 from .predictions import ImagePrediction
 from .protocol import EvalSettings
-from .rrc_format import DONT_CARE, TextLine, format_line, member_key, parse_contents, read_zip, write_zip
+from .rrc_format import (DONT_CARE, TextLine, format_line, member_key, member_name, parse_contents, read_zip,
+                         write_zip)
 from .scoring import score
 from .submission import build_submission
 
@@ -43,7 +44,7 @@ def gt_files_from_dataset_dicts(dataset_dicts: Iterable[dict], voc_size: int = 9
     vocab = CharVocabulary.from_config(voc_size)
     files: Dict[str, List[str]] = {}
     for d in dataset_dicts:
-        name = "{:07d}.txt".format(int(d["image_id"]))
+        name = member_name(d["image_id"])
         lines = files.setdefault(name, [])
         for k, ann in enumerate(d.get("annotations", [])):
             where = f"{d.get('file_name', d['image_id'])} annotation {k}"

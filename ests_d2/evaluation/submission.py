@@ -21,7 +21,7 @@ from .lexicon import LexiconMatcher
 from .polygon_ops import make_polygons
 from .predictions import SCORE_FLOOR, ImagePrediction, InstancePrediction
 from .protocol import EvalSettings
-from .rrc_format import TEXT_SEPARATOR, member_name
+from .rrc_format import TEXT_SEPARATOR, format_line, member_name
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def official_lines(image_id: int, kept: Sequence[Tuple[InstancePrediction, str, 
             continue
         if good[i]:
             pts = pts[::-1]
-        lines.append(",".join(f"{x},{y}" for x, y in pts.tolist()) + TEXT_SEPARATOR + text_field)
+        lines.append(format_line(pts.tolist(), text_field))
     return lines
 
 
