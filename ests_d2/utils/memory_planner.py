@@ -151,8 +151,7 @@ def measure_training_step(cfg, height: int, width: int, num_images: int, num_ins
 
 
 def run_case(config_file: str, opts: Sequence[str], height: int, width: int, num_images: int,
-             num_instances: int, amp: bool, dn: bool, steps: int = 2, threads: Optional[int] = None,
-             timeout: Optional[float] = None) -> Dict:
+             num_instances: int, amp: bool, dn: bool, steps: int = 2, threads: Optional[int] = None) -> Dict:
     """``measure_training_step`` in a fresh process; returns its JSON (``error`` set when the case failed,
     e.g. out of memory, so that one failed size does not stop a sweep)."""
     cmd = [sys.executable, "-m", "ests_d2.utils.memory_planner", "--config-file", config_file,
@@ -163,7 +162,7 @@ def run_case(config_file: str, opts: Sequence[str], height: int, width: int, num
     cmd += ["--opts", *opts] if opts else []
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
