@@ -2,12 +2,16 @@
 
 The sampling is the official reference math: bilinear sampling with zeros padding and ``align_corners=False``
 per level, weighted by per-head softmax attention. Instead of one ``grid_sample`` per level (which writes a
-(B*M, Dh, Lq, P) sample buffer per level and gathers every channel from a different cache line), every
-(query, head) output row is computed as one weighted bag of value rows: the 4 bilinear corners of every
-(level, point) are turned into flat row indices of the (B*S*M, Dh) value matrix and their attention x bilinear
-weights, and ``F.embedding_bag(mode="sum", per_sample_weights=...)`` sums them. The result has the
-(B, Lq, M*Dh) output layout directly, and autograd gives the same gradients as ``grid_sample`` (the bilinear
-weights are differentiable in the sampling locations; out-of-map corners get weight 0).
+(B*M, Dh, Lq, P) sample buffer per level), every (query, head) output row is computed as weighted bags of
+value rows with ``F.embedding_bag(mode="sum", per_sample_weights=...)``, which produces the (B, Lq, M*Dh)
+output layout directly.
+
+The value maps of all levels are first copied onto one zero-bordered *canvas* (levels stacked vertically,
+2 zero rows between them and 2 zero columns on each side, one common row width). On it, the four bilinear
+corners of a sample are its top-left corner's row plus four fixed row offsets, identical for every level, and
+a corner outside its map reads a zero, exactly like ``grid_sample``'s zeros padding. So each sample needs one
+index (not four), no inside/outside masks, and every pass over the samples is four times shorter; the four
+corners become four bag sums over shifted views of the same canvas.
 """
 import math
 import warnings
@@ -17,158 +21,142 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class _Corners(NamedTuple):
-    """The 2x2 bilinear neighbourhood of every sampling point, (B, Lq, M, L, P) each."""
-
-    x0: torch.Tensor  # int32 column of the left corners
-    y0: torch.Tensor  # int32 row of the top corners
-    fx: torch.Tensor  # fractional offset from x0 (differentiable in the locations when they require grad)
-    fy: torch.Tensor
-    inside_x0: torch.Tensor  # bool: the left column lies inside its map (outside corners read zeros)
-    inside_x1: torch.Tensor
-    inside_y0: torch.Tensor
-    inside_y1: torch.Tensor
-    widths: torch.Tensor  # (L, 1) int32, broadcast over the points
-    heights: torch.Tensor
+# zero rows/columns around every level: a top-left corner clamped to -2 or to the map size reads two of them
+_BORDER = 2
 
 
-def _corners(spatial_shapes: List[Tuple[int, int]], sampling_locations: torch.Tensor) -> _Corners:
-    device, dtype = sampling_locations.device, sampling_locations.dtype
-    # per-level sizes as (L, 1) columns that broadcast over the points; int32 and float copies so that no
-    # operation below promotes a (B, Lq, M, L, P) tensor to another dtype
-    heights = torch.tensor([[h] for h, _ in spatial_shapes], device=device, dtype=torch.int32)
-    widths = torch.tensor([[w] for _, w in spatial_shapes], device=device, dtype=torch.int32)
-    x, y = sampling_locations.unbind(-1)
-    # align_corners=False: pixel centres sit at (i + 0.5) / size
-    x = x * widths.to(dtype) - 0.5
-    y = y * heights.to(dtype) - 0.5
-    x0, y0 = x.detach().floor(), y.detach().floor()
-    fx, fy = x - x0, y - y0  # differentiable in the locations, exactly like grid_sample's bilinear weights
-    x0, y0 = x0.int(), y0.int()
-    return _Corners(x0, y0, fx, fy, (x0 >= 0) & (x0 < widths), (x0 >= -1) & (x0 < widths - 1),
-                    (y0 >= 0) & (y0 < heights), (y0 >= -1) & (y0 < heights - 1), widths, heights)
+class _Canvas(NamedTuple):
+    """Where the value tokens of every level lie on the zero-bordered canvas."""
+
+    cells: torch.Tensor  # (S,) int64 canvas cell of every value token, level after level
+    width: int  # cells per canvas row: widest level + 2 borders
+    num_cells: int  # canvas rows x width, zero bottom border included
+    level_origins: List[List[int]]  # L x [cell of the level's pixel (0, 0)]
 
 
-def _corner_indices(corners: _Corners, spatial_shapes: List[Tuple[int, int]], num_tokens: int) -> torch.Tensor:
-    """(B*Lq*M, L*P*4) int32 rows of the (B*S*M, Dh) value matrix, corners (x0, y0), (x1, y0), (x0, y1), (x1, y1)."""
-    batch, num_queries, num_heads = corners.x0.shape[:3]
-    if batch * num_tokens * num_heads >= 2**31:
-        raise ValueError(f"{batch} x {num_tokens} x {num_heads} value rows do not fit int32 indices")
-    device, widths, heights = corners.x0.device, corners.widths, corners.heights
-    # a corner outside its map has weight 0; its index is clamped to any valid row
-    zero = torch.zeros((), device=device, dtype=torch.int32)
-    # row of (b, token, m) in the (B*S*M, Dh) view of the (B, S, M, Dh) values
-    starts = torch.tensor([[0]] + [[h * w] for h, w in spatial_shapes[:-1]], device=device, dtype=torch.int32)
-    image = torch.arange(batch, device=device, dtype=torch.int32).view(batch, 1, 1, 1, 1) * num_tokens
-    head = torch.arange(num_heads, device=device, dtype=torch.int32).view(1, 1, num_heads, 1, 1)
-    base = (image + starts.cumsum(0, dtype=torch.int32)) * num_heads + head  # (B, 1, M, L, 1)
-    row_stride = widths * num_heads
-    row_y0 = base + torch.clamp(corners.y0, zero, heights - 1) * row_stride
-    row_y1 = base + torch.clamp(corners.y0 + 1, zero, heights - 1) * row_stride
-    col_x0 = torch.clamp(corners.x0, zero, widths - 1) * num_heads
-    col_x1 = torch.clamp(corners.x0 + 1, zero, widths - 1) * num_heads
-    indices = torch.stack((row_y0 + col_x0, row_y0 + col_x1, row_y1 + col_x0, row_y1 + col_x1), -1)
-    return indices.view(batch * num_queries * num_heads, -1)
+def _canvas(spatial_shapes: List[Tuple[int, int]], device: torch.device) -> _Canvas:
+    width = max(w for _, w in spatial_shapes) + 2 * _BORDER
+    origins, cells, top = [], [], _BORDER
+    for h, w in spatial_shapes:
+        origin = top * width + _BORDER
+        origins.append([origin])
+        rows = torch.arange(h, device=device).view(h, 1) * width
+        cells.append((origin + rows + torch.arange(w, device=device)).flatten())
+        top += h + _BORDER  # the next level's top border is this level's bottom border
+    if top * width >= 2**24:
+        raise ValueError(f"feature maps {spatial_shapes} are too large for one sampling canvas")
+    return _Canvas(torch.cat(cells), width, top * width, origins)
 
 
-def _axis_weights(corners: _Corners) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bilinear factors (wx0, wx1, wy0, wy1) of the two columns and two rows, 0 for one outside its map."""
-    return ((1 - corners.fx).masked_fill(~corners.inside_x0, 0), corners.fx.masked_fill(~corners.inside_x1, 0),
-            (1 - corners.fy).masked_fill(~corners.inside_y0, 0), corners.fy.masked_fill(~corners.inside_y1, 0))
+def _corner_offsets(canvas: _Canvas, num_heads: int) -> Tuple[int, int, int, int]:
+    """Row offsets of the corners (x0, y0), (x1, y0), (x0, y1), (x1, y1) from the top-left one's row."""
+    down = canvas.width * num_heads
+    return 0, num_heads, down, down + num_heads
 
 
-def _corner_weights(axis_weights, attention_weights: torch.Tensor) -> torch.Tensor:
-    """(B*Lq*M, L*P*4) attention x bilinear weight of every corner, 0 for a corner outside its map."""
-    wx0, wx1, wy0, wy1 = axis_weights
-    wy0, wy1 = attention_weights * wy0, attention_weights * wy1
-    weights = torch.stack((wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1), -1)
-    return weights.flatten(-3).flatten(0, -2)  # (B, Lq, M, L, P, 4) -> (B*Lq*M, L*P*4)
+def _canvas_rows(value: torch.Tensor, canvas: _Canvas) -> torch.Tensor:
+    """(B, S, M, Dh) values -> (B * num_cells * M, Dh) canvas rows, zeros on the borders (differentiable)."""
+    batch, _, num_heads, head_dim = value.shape
+    board = value.new_zeros(batch, canvas.num_cells, num_heads, head_dim)
+    return board.index_copy(1, canvas.cells, value).view(-1, head_dim)
 
 
-def _bilinear_bags(spatial_shapes: List[Tuple[int, int]], num_tokens: int, sampling_locations: torch.Tensor,
-                   attention_weights: torch.Tensor):
-    """Flat value-row indices and weights of every bilinear corner.
+def _top_left_rows(canvas: _Canvas, spatial_shapes: List[Tuple[int, int]], sampling_locations: torch.Tensor,
+                   num_heads: int):
+    """Canvas row of every sample's top-left corner, and its fractional offsets from that corner.
 
     Args:
-        spatial_shapes: L pairs (H_l, W_l); num_tokens: S.
-        sampling_locations: (B, Lq, M, L, P, 2) normalised (x, y); attention_weights: (B, Lq, M, L, P).
+        sampling_locations: (B, Lq, M, L, P, 2) normalised (x, y).
     Returns:
-        indices (B*Lq*M, L*P*4) int32 rows of the (B*S*M, Dh) value matrix, weights (B*Lq*M, L*P*4).
+        rows (B*Lq*M, L*P) int32; fx, fy (B, Lq, M, L, P), differentiable in the locations.
     """
-    corners = _corners(spatial_shapes, sampling_locations)
-    indices = _corner_indices(corners, spatial_shapes, num_tokens)
-    return indices, _corner_weights(_axis_weights(corners), attention_weights)
+    batch, num_queries = sampling_locations.shape[:2]
+    if batch * canvas.num_cells * num_heads >= 2**31:
+        raise ValueError(f"{batch} x {canvas.num_cells} x {num_heads} canvas rows do not fit int32 indices")
+    device, dtype = sampling_locations.device, sampling_locations.dtype
+    heights = torch.tensor([[h] for h, _ in spatial_shapes], device=device, dtype=dtype)
+    widths = torch.tensor([[w] for _, w in spatial_shapes], device=device, dtype=dtype)
+    x, y = sampling_locations.unbind(-1)
+    # align_corners=False: pixel centres sit at (i + 0.5) / size
+    x = x * widths - 0.5
+    y = y * heights - 0.5
+    x0, y0 = x.detach().floor(), y.detach().floor()
+    fx, fy = x - x0, y - y0  # differentiable in the locations, exactly like grid_sample's bilinear weights
+    # a corner pair entirely outside its map is moved onto the border, where both read zeros
+    border = torch.full((), -_BORDER, device=device, dtype=dtype)
+    x0, y0 = torch.clamp(x0, border, widths), torch.clamp(y0, border, heights)
+    # integer arithmetic in the float dtype is exact below 2**24 (float32), checked in _canvas
+    origins = torch.tensor(canvas.level_origins, device=device, dtype=dtype)
+    cell = torch.add(x0 + origins, y0, alpha=canvas.width).int()
+    image = torch.arange(batch, device=device, dtype=torch.int32).view(batch, 1, 1, 1, 1) * canvas.num_cells
+    head = torch.arange(num_heads, device=device, dtype=torch.int32).view(1, 1, num_heads, 1, 1)
+    rows = torch.add(head, cell + image, alpha=num_heads)
+    return rows.view(batch * num_queries * num_heads, -1), fx, fy
 
 
-def _geometry_grads(corners: _Corners, axis_weights, attention_weights: torch.Tensor, grad_weights: torch.Tensor):
-    """Gradients of the locations (..., 2) and attention weights from those of the corner weights.
-
-    The chain rule of ``_corner_weights`` written out: w = a * wy * wx with wx0 = (1 - fx) [inside],
-    wx1 = fx [inside], wy likewise, and x = location_x * W - 0.5 (the floor carries no gradient).
-    """
-    g00, g01, g10, g11 = grad_weights.view(*corners.fx.shape, 4).unbind(-1)
-    dtype = corners.fx.dtype
-    in_x0, in_x1 = corners.inside_x0.to(dtype), corners.inside_x1.to(dtype)
-    in_y0, in_y1 = corners.inside_y0.to(dtype), corners.inside_y1.to(dtype)
-    wx0, wx1, vy0, vy1 = axis_weights
-    top, bottom = g00 * wx0 + g01 * wx1, g10 * wx0 + g11 * wx1
-    grad_attention = vy0 * top + vy1 * bottom
-    grad_fx = attention_weights * (vy0 * (g01 * in_x1 - g00 * in_x0) + vy1 * (g11 * in_x1 - g10 * in_x0))
-    grad_fy = attention_weights * (in_y1 * bottom - in_y0 * top)
-    grad_locations = torch.stack((grad_fx * corners.widths.to(dtype), grad_fy * corners.heights.to(dtype)), -1)
-    return grad_locations, grad_attention
+def _corner_weights(fx: torch.Tensor, fy: torch.Tensor, attention_weights: torch.Tensor):
+    """Attention x bilinear weight of the corners (x0, y0), (x1, y0), (x0, y1), (x1, y1), (B, Lq, M, L, P) each."""
+    bottom = attention_weights * fy
+    top = attention_weights - bottom
+    top_right, bottom_right = top * fx, bottom * fx
+    return top - top_right, top_right, bottom - bottom_right, bottom_right
 
 
 def _sample(value: torch.Tensor, spatial_shapes: List[Tuple[int, int]], sampling_locations: torch.Tensor,
             attention_weights: torch.Tensor) -> torch.Tensor:
-    batch, num_tokens, num_heads, head_dim = value.shape
+    batch, _, num_heads, head_dim = value.shape
     num_queries = sampling_locations.shape[1]
-    indices, weights = _bilinear_bags(spatial_shapes, num_tokens, sampling_locations, attention_weights)
-    rows = F.embedding_bag(indices, value.reshape(-1, head_dim), mode="sum", per_sample_weights=weights)
-    return rows.view(batch, num_queries, num_heads * head_dim)
+    canvas = _canvas(spatial_shapes, value.device)
+    value_rows = _canvas_rows(value, canvas)
+    rows, fx, fy = _top_left_rows(canvas, spatial_shapes, sampling_locations, num_heads)
+    out = 0
+    for shift, weights in zip(_corner_offsets(canvas, num_heads), _corner_weights(fx, fy, attention_weights)):
+        out = out + F.embedding_bag(rows, value_rows[shift:], mode="sum", per_sample_weights=weights.view(rows.shape))
+    return out.view(batch, num_queries, num_heads * head_dim)
 
 
-def _transposed_bag_sum(indices: torch.Tensor, weights: torch.Tensor, grad_rows: torch.Tensor,
-                        num_value_rows: int) -> torch.Tensor:
-    """d(output)/d(value): every value row sums the output-row gradients of the samples that read it.
+class _TransposedBags(NamedTuple):
+    """The samples regrouped by the canvas row they read (one argsort, shared by the four corners)."""
 
-    ``embedding_bag``'s own backward does this one sample at a time after a sort; regrouping the samples
-    by value row (one argsort) turns it into the forward bag sum, which is several times faster on CPU.
-    """
-    samples_per_bag = indices.shape[1]
-    flat = indices.reshape(-1)
+    order: torch.Tensor  # (N,) sample positions sorted by row
+    reading_bags: torch.Tensor  # (N,) output row (bag) of every sorted sample
+    offsets: torch.Tensor  # (R,) first sorted sample of every canvas row
+
+
+def _transpose_bags(rows: torch.Tensor, num_rows: int) -> _TransposedBags:
+    flat = rows.reshape(-1)
     order = flat.argsort()
-    offsets = torch.zeros(num_value_rows, dtype=torch.int64, device=flat.device)
-    offsets[1:] = torch.bincount(flat, minlength=num_value_rows).cumsum(0)[:-1]
-    reading_bags = torch.div(order, samples_per_bag, rounding_mode="floor")
-    return F.embedding_bag(reading_bags, grad_rows, offsets, mode="sum",
-                           per_sample_weights=weights.reshape(-1)[order])
+    offsets = torch.zeros(num_rows, dtype=torch.int64, device=flat.device)
+    offsets[1:] = torch.bincount(flat, minlength=num_rows)[:-1].cumsum(0)
+    return _TransposedBags(order, torch.div(order, rows.shape[1], rounding_mode="floor"), offsets)
 
 
-def _sample_weight_grads(indices: torch.Tensor, grad_rows: torch.Tensor, value_rows: torch.Tensor) -> torch.Tensor:
-    """d(output)/d(sample weight) = <grad of the sample's output row, value row it reads>, as (bags, samples).
+def _sample_weight_grads(rows: torch.Tensor, grad_rows: torch.Tensor, value_rows: torch.Tensor,
+                         canvas_shifts: Tuple[int, ...]) -> List[torch.Tensor]:
+    """d(output)/d(corner weight) = <grad of the sample's output row, value row the corner reads>, per corner.
 
-    A sampled dense-dense product: CSR sparsity (bag, value row), computed without gathering the rows.
+    Sampled dense-dense products on one CSR pattern (bag, top-left row), one per shifted canvas view.
     """
-    num_bags, samples_per_bag = indices.shape
-    crow = torch.arange(0, num_bags * samples_per_bag + 1, samples_per_bag, device=indices.device)
+    num_bags, samples_per_bag = rows.shape
+    num_rows = value_rows.shape[0] - max(canvas_shifts)
+    crow = torch.arange(0, num_bags * samples_per_bag + 1, samples_per_bag, device=rows.device)
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the two calls used here are tested
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         pattern = torch.sparse_csr_tensor(
-            crow, indices.reshape(-1).long(),
-            torch.zeros(indices.numel(), dtype=grad_rows.dtype, device=indices.device),
-            size=(num_bags, value_rows.shape[0]), check_invariants=False,  # valid by construction
+            crow, rows.reshape(-1).long(), torch.zeros(rows.numel(), dtype=grad_rows.dtype, device=rows.device),
+            size=(num_bags, num_rows), check_invariants=False,  # valid by construction
         )
-    return torch.sparse.sampled_addmm(pattern, grad_rows, value_rows.t(), beta=0.0).values().view(indices.shape)
+        return [torch.sparse.sampled_addmm(pattern, grad_rows, value_rows[shift:shift + num_rows].t(), beta=0.0)
+                .values() for shift in canvas_shifts]
 
 
 class _RecomputedBagSample(torch.autograd.Function):
     """``_sample`` that stores only its inputs and has a hand-written backward.
 
-    Backward rebuilds the corner bags, computes the value gradient as a transposed bag sum, the corner
-    weight gradients as a sampled product and from them, in closed form, the location and attention
-    gradients. The math is ``_sample``'s under autograd; tests compare the two in float64 and gradcheck it.
+    Backward rebuilds the canvas and the top-left rows, computes the value gradient as transposed bag sums
+    (samples regrouped by the row they read), the corner weight gradients as sampled products and from them,
+    in closed form, the location and attention gradients. The math is ``_sample``'s under autograd; tests
+    compare the two in float64 and gradcheck it.
     """
 
     @staticmethod
@@ -181,21 +169,37 @@ class _RecomputedBagSample(torch.autograd.Function):
     def backward(ctx, grad_output):
         value, sampling_locations, attention_weights = ctx.saved_tensors
         need_value, need_locations, need_attention = ctx.needs_input_grad[:3]
-        num_tokens, head_dim = value.shape[1], value.shape[3]
+        batch, _, num_heads, head_dim = value.shape
         grad_rows = grad_output.reshape(-1, head_dim).contiguous()
-        value_rows = value.reshape(-1, head_dim)
-        corners = _corners(ctx.spatial_shapes, sampling_locations)
-        axis_weights = _axis_weights(corners)
-        indices = _corner_indices(corners, ctx.spatial_shapes, num_tokens)
+        canvas = _canvas(ctx.spatial_shapes, value.device)
+        shifts = _corner_offsets(canvas, num_heads)
+        rows, fx, fy = _top_left_rows(canvas, ctx.spatial_shapes, sampling_locations, num_heads)
+        num_canvas_rows = batch * canvas.num_cells * num_heads
         grad_value = grad_locations = grad_attention = None
         if need_value:
-            weights = _corner_weights(axis_weights, attention_weights)
-            grad_value = _transposed_bag_sum(indices, weights, grad_rows, value_rows.shape[0]).view_as(value)
-            del weights
+            bags = _transpose_bags(rows, num_canvas_rows - shifts[-1])
+            grad_canvas = grad_rows.new_zeros(num_canvas_rows, head_dim)
+            for shift, weights in zip(shifts, _corner_weights(fx, fy, attention_weights)):
+                grad_canvas[shift:shift + bags.offsets.shape[0]].add_(F.embedding_bag(
+                    bags.reading_bags, grad_rows, bags.offsets, mode="sum",
+                    per_sample_weights=weights.reshape(-1)[bags.order]))
+            del bags
+            grad_value = grad_canvas.view(batch, canvas.num_cells, num_heads, head_dim).index_select(1, canvas.cells)
         if need_locations or need_attention:
-            grad_weights = _sample_weight_grads(indices, grad_rows, value_rows)
-            del indices
-            grad_locations, grad_attention = _geometry_grads(corners, axis_weights, attention_weights, grad_weights)
+            value_rows = _canvas_rows(value, canvas)
+            g00, g01, g10, g11 = (g.view(fx.shape) for g in _sample_weight_grads(rows, grad_rows, value_rows, shifts))
+            del rows, value_rows
+            # chain rule of _corner_weights: w = a * wy * wx, wx0 = 1 - fx, wx1 = fx, x = location_x * W - 0.5
+            d_right_top, d_right_bottom = g01 - g00, g11 - g10
+            top, bottom = torch.addcmul(g00, fx, d_right_top), torch.addcmul(g10, fx, d_right_bottom)
+            d_down = bottom - top
+            grad_attention = torch.addcmul(top, fy, d_down)
+            grad_fx = attention_weights * torch.lerp(d_right_top, d_right_bottom, fy)
+            grad_fy = attention_weights * d_down
+            dtype = fx.dtype
+            widths = torch.tensor([[w] for _, w in ctx.spatial_shapes], device=fx.device, dtype=dtype)
+            heights = torch.tensor([[h] for h, _ in ctx.spatial_shapes], device=fx.device, dtype=dtype)
+            grad_locations = torch.stack((grad_fx * widths, grad_fy * heights), -1)
         return (grad_value, grad_locations if need_locations else None,
                 grad_attention if need_attention else None, None)
 
