@@ -56,15 +56,21 @@ def multihead_attention(module: nn.MultiheadAttention, query, key, value, attn_m
         k = F.linear(key, weight[embed_dim : 2 * embed_dim], bias[embed_dim : 2 * embed_dim])
     v = F.linear(value, weight[2 * embed_dim :], bias[2 * embed_dim :])
 
-    def split_heads(t):  # (..., L, E) -> (..., M, L, E/M)
-        return t.unflatten(-1, (num_heads, embed_dim // num_heads)).transpose(-3, -2)
+    # (..., L, E) -> (N, M, L, E/M) with all leading dimensions in N: the fused (flash) SDPA kernels take
+    # 4-D inputs only; with more dimensions SDPA falls back to the math path, which stores the (L, S)
+    # probabilities and their intermediates for backward (at 300 instances x 26 slots: 1 GiB over the 6 decoder layers)
+    leading = q.shape[:-2]
+
+    def split_heads(t):
+        t = t.unflatten(-1, (num_heads, embed_dim // num_heads)).transpose(-3, -2)
+        return t.reshape(-1, *t.shape[-3:])
 
     if attn_mask is not None and attn_mask.dtype == torch.bool:
         attn_mask = ~attn_mask  # SDPA: True = may attend
     dropout = module.dropout if module.training else 0.0
     out = F.scaled_dot_product_attention(split_heads(q), split_heads(k), split_heads(v), attn_mask=attn_mask,
                                          dropout_p=dropout)
-    return module.out_proj(out.transpose(-3, -2).flatten(-2))
+    return module.out_proj(out.transpose(-3, -2).reshape(*leading, -1, embed_dim))
 
 
 class _HiddenRecomputedFFN(torch.autograd.Function):
