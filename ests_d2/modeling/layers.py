@@ -78,8 +78,9 @@ class _HiddenRecomputedFFN(torch.autograd.Function):
 
     The hidden ReLU output is the largest tensor a transformer layer saves (2048 wide, 8x the model width);
     backward recomputes it with one matmul (not the whole layer, as activation checkpointing would) and applies
-    the chain rule of ``linear2`` by hand, then lets autograd differentiate the recomputed ``relu(linear1(x))``.
-    The autocast state of the forward is restored for the recomputation, so mixed precision sees the same values.
+    the chain rule of both linears and the ReLU by hand, in place where it can (every d_ffn-wide temporary is
+    a large allocation). The autocast state of the forward is restored for the recomputation, so mixed
+    precision sees the same values.
     """
 
     @staticmethod
@@ -87,25 +88,25 @@ class _HiddenRecomputedFFN(torch.autograd.Function):
         device_type = x.device.type
         ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
         ctx.save_for_backward(x, weight1, bias1, weight2)
-        return F.linear(F.relu(F.linear(x, weight1, bias1)), weight2, bias2)
+        return F.linear(F.relu(F.linear(x, weight1, bias1), inplace=True), weight2, bias2)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, weight1, bias1, weight2 = ctx.saved_tensors
         device_type, autocast_enabled, autocast_dtype = ctx.autocast
-        inputs = [t.detach().requires_grad_(need) for t, need in zip((x, weight1, bias1), ctx.needs_input_grad)]
-        with torch.enable_grad(), torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_enabled):
-            hidden = F.relu(F.linear(*inputs))
-        grad_out = grad_out.to(hidden.dtype)
-        grad_hidden = grad_out @ weight2.to(hidden.dtype)
-        grad_weight2 = grad_bias2 = None
-        if ctx.needs_input_grad[3]:
-            grad_weight2 = (grad_out.flatten(0, -2).t() @ hidden.detach().flatten(0, -2)).to(weight2.dtype)
-        if ctx.needs_input_grad[4]:
-            grad_bias2 = grad_out.flatten(0, -2).sum(0).to(weight2.dtype)
-        wanted = [t for t in inputs if t.requires_grad]
-        grads = iter(torch.autograd.grad(hidden, wanted, grad_hidden) if wanted else ())
-        grad_x, grad_weight1, grad_bias1 = (next(grads) if t.requires_grad else None for t in inputs)
+        with torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_enabled):
+            hidden = F.relu(F.linear(x, weight1, bias1), inplace=True)
+        dtype = hidden.dtype
+        grad_out = grad_out.to(dtype).flatten(0, -2)
+        hidden_rows = hidden.flatten(0, -2)
+        grad_weight2 = (grad_out.t() @ hidden_rows).to(weight2.dtype) if ctx.needs_input_grad[3] else None
+        grad_bias2 = grad_out.sum(0).to(weight2.dtype) if ctx.needs_input_grad[4] else None
+        grad_hidden = (grad_out @ weight2.to(dtype)).masked_fill_(hidden_rows == 0, 0)  # ReLU: no gradient at <= 0
+        del hidden, hidden_rows
+        x_rows = x.flatten(0, -2)
+        grad_x = (grad_hidden @ weight1.to(dtype)).view(x.shape).to(x.dtype) if ctx.needs_input_grad[0] else None
+        grad_weight1 = (grad_hidden.t() @ x_rows.to(dtype)).to(weight1.dtype) if ctx.needs_input_grad[1] else None
+        grad_bias1 = grad_hidden.sum(0).to(bias1.dtype) if ctx.needs_input_grad[2] else None
         return grad_x, grad_weight1, grad_bias1, grad_weight2, grad_bias2
 
 
@@ -121,4 +122,5 @@ def feed_forward(x: torch.Tensor, linear1: nn.Linear, dropout: nn.Dropout, linea
         if dropout.p > 0 and dropout.training:
             raise ValueError("MODEL.ESTS.FFN_RECOMPUTE needs MODEL.ESTS.DROPOUT 0: the dropout mask would be redrawn")
         return _HiddenRecomputedFFN.apply(x, linear1.weight, linear1.bias, linear2.weight, linear2.bias)
-    return linear2(dropout(F.relu(linear1(x))))
+    # in place: linear1's backward does not need its output, and the d_ffn-wide result is a large allocation
+    return linear2(dropout(F.relu(linear1(x), inplace=True)))
