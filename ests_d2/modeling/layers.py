@@ -122,5 +122,7 @@ def feed_forward(x: torch.Tensor, linear1: nn.Linear, dropout: nn.Dropout, linea
         if dropout.p > 0 and dropout.training:
             raise ValueError("MODEL.ESTS.FFN_RECOMPUTE needs MODEL.ESTS.DROPOUT 0: the dropout mask would be redrawn")
         return _HiddenRecomputedFFN.apply(x, linear1.weight, linear1.bias, linear2.weight, linear2.bias)
-    # in place: linear1's backward does not need its output, and the d_ffn-wide result is a large allocation
-    return linear2(dropout(F.relu(linear1(x), inplace=True)))
+    # ReLU in place (linear1's backward does not need its output, and the d_ffn-wide result is a large
+    # allocation) on 2-D rows: on a view of N-D linear output, autograd would clone the gradient (CopySlices)
+    rows = x.reshape(-1, x.shape[-1])
+    return linear2(dropout(F.relu(linear1(rows), inplace=True))).view(*x.shape[:-1], -1)

@@ -1,9 +1,9 @@
-"""The FFN with recomputed hidden activations against the plain one."""
+"""The FFN with recomputed hidden activations against the plain one; multi-head attention on SDPA."""
 import pytest
 import torch
 from torch import nn
 
-from ests_d2.modeling.layers import feed_forward
+from ests_d2.modeling.layers import feed_forward, multihead_attention
 
 
 def _ffn(dtype=torch.float32, dropout=0.0):
@@ -65,3 +65,42 @@ def test_recomputation_refuses_dropout():
     linear1, dropout, linear2 = _ffn(dropout=0.1)
     with pytest.raises(ValueError, match="FFN_RECOMPUTE needs MODEL.ESTS.DROPOUT 0"):
         feed_forward(torch.randn(2, 8, requires_grad=True), linear1, dropout, linear2, True)
+
+
+def _mha_reference(module, query, key, value, attn_mask):
+    """nn.MultiheadAttention itself, one leading index at a time ((L, N=1, E) inputs)."""
+    lead = query.shape[:-2]
+    q, k, v = (t.reshape(-1, *t.shape[-2:]) for t in (query, key, value))
+    rows = [module(qi[:, None], ki[:, None], vi[:, None], attn_mask=attn_mask, need_weights=False)[0][:, 0]
+            for qi, ki, vi in zip(q, k, v)]
+    return torch.stack(rows).view(*lead, *rows[0].shape)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "float"])
+def test_multihead_attention_over_several_leading_dims_matches_nn_multihead_attention(mask_kind):
+    torch.manual_seed(0)
+    module = nn.MultiheadAttention(16, 4).double()
+    query = torch.randn(2, 3, 5, 16, dtype=torch.float64, requires_grad=True)
+    key = torch.randn(2, 3, 7, 16, dtype=torch.float64, requires_grad=True)
+    value = torch.randn(2, 3, 7, 16, dtype=torch.float64, requires_grad=True)
+    mask = {"none": None, "bool": torch.rand(5, 7) > 0.6,
+            "float": torch.randn(5, 7, dtype=torch.float64)}[mask_kind]
+    if mask is not None and mask.dtype == torch.bool:
+        mask[:, 0] = False  # every query may attend to something (True = blocked)
+    upstream = torch.randn(2, 3, 5, 16, dtype=torch.float64)
+    results = []
+    for fn in (multihead_attention, _mha_reference):
+        out = fn(module, query, key, value, attn_mask=mask)
+        results.append([out] + list(torch.autograd.grad(out, [query, key, value, module.in_proj_weight], upstream)))
+    for mine, ref in zip(*results):
+        assert torch.allclose(mine, ref, atol=1e-10)
+
+
+def test_multihead_attention_does_not_keep_the_attention_probabilities():
+    # 5-D inputs: the fused kernel must be selected, or SDPA's math path saves the (L, S) probabilities
+    module = nn.MultiheadAttention(16, 4)
+    x = torch.randn(1, 3, 37, 16, requires_grad=True)
+    shapes = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+        multihead_attention(module, x, x, x, attn_mask=torch.rand(37, 37) > 0.9, same_qk=True)
+    assert shapes and not [s for s in shapes if s[-2:] == (37, 37) and len(s) > 2]

@@ -171,3 +171,25 @@ def test_hand_written_backward_passes_gradcheck_for_any_subset_of_inputs(needs):
     assert torch.autograd.gradcheck(
         lambda v, loc, w: ms_deform_attn_sample(v, shapes, loc, w, recompute_in_backward=True), inputs
     )
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_samples_far_outside_every_map_read_zeros_and_get_grid_sample_gradients(recompute):
+    # corners up to 3 map sizes away on both sides: the canvas clamps them onto its zero border
+    gen = torch.Generator().manual_seed(4)
+    shapes = [(4, 9), (2, 3), (1, 1)]
+    value = torch.randn(2, 43, 2, 3, generator=gen, dtype=torch.float64)
+    locations = torch.rand(2, 7, 2, 3, 2, 2, generator=gen, dtype=torch.float64) * 7 - 3
+    # level 0 is 9 wide: x = loc * 9 - 0.5 = -0.7 (only the right corners inside), 8.3 (only the left ones)
+    locations[0, 0, 0, 0, 0] = torch.tensor([-0.2 / 9, 0.4], dtype=torch.float64)
+    locations[0, 0, 0, 0, 1] = torch.tensor([8.8 / 9, 0.4], dtype=torch.float64)
+    weights = torch.rand(2, 7, 2, 3, 2, generator=gen, dtype=torch.float64)
+    upstream = torch.randn(2, 7, 6, generator=gen, dtype=torch.float64)
+    results = []
+    for fn in (lambda *a: ms_deform_attn_sample(*a, recompute_in_backward=recompute), _grid_sample_reference):
+        inputs = [t.clone().requires_grad_() for t in (value, locations, weights)]
+        out = fn(inputs[0], shapes, inputs[1], inputs[2])
+        (out * upstream).sum().backward()
+        results.append([out.detach()] + [t.grad for t in inputs])
+    for name, mine, ref in zip(("output", "value", "locations", "weights"), *results):
+        assert torch.allclose(mine, ref, atol=1e-10), f"{name}: {(mine - ref).abs().max():.3g}"
