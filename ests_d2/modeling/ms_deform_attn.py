@@ -140,14 +140,21 @@ def _sample_weight_grads(rows: torch.Tensor, grad_rows: torch.Tensor, value_rows
     num_bags, samples_per_bag = rows.shape
     num_rows = value_rows.shape[0] - max(canvas_shifts)
     crow = torch.arange(0, num_bags * samples_per_bag + 1, samples_per_bag, device=rows.device)
+    columns = rows.reshape(-1).long()
+    grads = []
     with warnings.catch_warnings():  # "sparse CSR support is in beta": the two calls used here are tested
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        pattern = torch.sparse_csr_tensor(
-            crow, rows.reshape(-1).long(), torch.zeros(rows.numel(), dtype=grad_rows.dtype, device=rows.device),
-            size=(num_bags, num_rows), check_invariants=False,  # valid by construction
-        )
-        return [torch.sparse.sampled_addmm(pattern, grad_rows, value_rows[shift:shift + num_rows].t(), beta=0.0)
-                .values() for shift in canvas_shifts]
+        for shift in canvas_shifts:
+            # one CSR tensor per corner, sharing the index arrays; the product is written into it (out=) so
+            # that sampled_addmm does not first copy the whole pattern into a new result
+            products = torch.sparse_csr_tensor(
+                crow, columns, torch.zeros(rows.numel(), dtype=grad_rows.dtype, device=rows.device),
+                size=(num_bags, num_rows), check_invariants=False,  # valid by construction
+            )
+            torch.sparse.sampled_addmm(products, grad_rows, value_rows[shift:shift + num_rows].t(), beta=0.0,
+                                       out=products)
+            grads.append(products.values())
+    return grads
 
 
 class _RecomputedBagSample(torch.autograd.Function):
@@ -294,10 +301,12 @@ class MSDeformAttn(nn.Module):
             (B, Lq, C).
         """
         batch, num_queries, _ = query.shape
-        value = self.value_proj(value_input)
+        num_tokens = value_input.shape[1]
+        # on 2-D rows the projection is a fresh tensor (not a view), so the padding is zeroed in place
+        value = self.value_proj(value_input.reshape(batch * num_tokens, -1))
         if padding_mask is not None:
-            value = value.masked_fill(padding_mask[..., None], 0.0)
-        value = value.view(batch, value.shape[1], self.n_heads, self.d_model // self.n_heads)
+            value = value.masked_fill_(padding_mask.reshape(-1, 1), 0.0)
+        value = value.view(batch, num_tokens, self.n_heads, self.d_model // self.n_heads)
         offsets = self.sampling_offsets(query).view(
             batch, num_queries, self.n_heads, self.n_levels, self.n_points, 2
         )
