@@ -86,7 +86,7 @@ def main():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--activation-checkpoint", action="store_true", help="MODEL.ESTS.ACTIVATION_CHECKPOINT")
     parser.add_argument("--no-deform-recompute", action="store_true", help="MODEL.ESTS.DEFORM_ATTN_RECOMPUTE off")
-    parser.add_argument("--ffn-recompute", action="store_true", help="MODEL.ESTS.FFN_RECOMPUTE")
+    parser.add_argument("--no-ffn-recompute", action="store_true", help="MODEL.ESTS.FFN_RECOMPUTE off")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -98,7 +98,7 @@ def main():
     cfg.MODEL.DEVICE = args.device
     cfg.MODEL.ESTS.ACTIVATION_CHECKPOINT = args.activation_checkpoint
     cfg.MODEL.ESTS.DEFORM_ATTN_RECOMPUTE = not args.no_deform_recompute
-    cfg.MODEL.ESTS.FFN_RECOMPUTE = args.ffn_recompute
+    cfg.MODEL.ESTS.FFN_RECOMPUTE = not args.no_ffn_recompute
     start = time.perf_counter()
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -112,7 +112,7 @@ def main():
     built = time.perf_counter()
     record = {"mode": args.mode, "size": args.size, "dtype": args.dtype, "threads": args.threads,
               "device": args.device, "activation_checkpoint": args.activation_checkpoint,
-              "deform_recompute": not args.no_deform_recompute, "ffn_recompute": args.ffn_recompute, "build_s": round(built - start, 2)}
+              "deform_recompute": not args.no_deform_recompute, "ffn_recompute": not args.no_ffn_recompute, "build_s": round(built - start, 2)}
     if args.mode == "eval":
         model.eval()
         with torch.no_grad(), autocast:

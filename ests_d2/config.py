@@ -44,7 +44,7 @@ def _add_model_config(cfg):
     e.ACTIVATION_CHECKPOINT = False  # recompute encoder/decoder layers in backward to save memory
     e.DEFORM_ATTN_FP32 = True  # run multi-scale deformable attention in fp32 under autocast
     e.DEFORM_ATTN_RECOMPUTE = True  # training: re-sample deformable attention in backward instead of storing samples
-    e.FFN_RECOMPUTE = False  # training: recompute the FFNs' DIM_FEEDFORWARD-wide activations in backward (less memory)
+    e.FFN_RECOMPUTE = True  # training: recompute the FFNs' DIM_FEEDFORWARD-wide activations in backward (less memory)
 
     e.DN = CN()
     e.DN.ENABLED = True  # contrastive denoising queries in training

@@ -74,6 +74,7 @@ def test_training_with_images_without_text(tiny_model):
 def test_recomputation_gives_the_same_losses_and_gradients(memory_key):
     cfg = tiny_ests_cfg()
     cfg.MODEL.ESTS.DN.ENABLED = False
+    cfg.MODEL.ESTS.ACTIVATION_CHECKPOINT = cfg.MODEL.ESTS.FFN_RECOMPUTE = False
     torch.manual_seed(0)
     plain = build_model(cfg).train()
     cfg.MODEL.ESTS[memory_key] = True
