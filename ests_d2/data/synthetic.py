@@ -27,7 +27,7 @@ import numpy as np
 from shapely.geometry import Polygon
 
 from .eval_gt import DONT_CARE, write_eval_gt_zip
-from .text_utils import EN_CHARACTERS, CharVocabulary, bernstein_weights, bezier_to_polygon
+from .text_utils import EN_CHARACTERS, CharVocabulary, bezier_to_polygon
 
 SYNTHETIC_DIRNAME = "synthetic_text"
 GENERATOR_VERSION = 3
@@ -52,7 +52,6 @@ WORDS = tuple(
 )
 _NUMBER_WORDS = ("24", "100", "2023", "365", "50%", "7/11", "$19", "no.5", "A1", "B52")
 _FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX)
-_BEZIER_FINE = bernstein_weights(65).numpy()  # for tight boxes of the true curved region
 
 
 def synthetic_paths(root: str, split: str) -> Dict[str, str]:
@@ -313,8 +312,7 @@ def _composite(rng, image, coverage, dont_care: bool) -> None:
 
 def _tight_box(beziers) -> List[float]:
     """XYWH box of the true region: both curves sampled densely (the 16-point polygon cuts chords)."""
-    ctrl = np.asarray(beziers, dtype=np.float64).reshape(2, 4, 2)
-    pts = np.concatenate([_BEZIER_FINE @ ctrl[0], _BEZIER_FINE @ ctrl[1]])
+    pts = bezier_to_polygon(np.asarray(beziers, dtype=np.float64), num_points=65).reshape(-1, 2)
     x0, y0 = pts.min(axis=0)
     x1, y1 = pts.max(axis=0)
     return [x0, y0, x1 - x0, y1 - y0]

@@ -23,13 +23,13 @@ from typing import Dict, List, Optional
 import numpy as np
 from detectron2.structures import BoxMode
 
-from .text_utils import bernstein_weights
+from .text_utils import bezier_to_polygon, shoelace_area
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TEXT_LEN = 25  # the official slot count; the mapper re-pads to MODEL.ESTS.MAX_TEXT_LEN
+_CUT = "cut transcriptions"  # key of the annotations kept with a truncated ``rec`` (not skipped)
 _MIN_POLYGON_AREA = 1e-6  # px^2; below this the sampled boundary encloses nothing
-_SAMPLING_WEIGHTS = bernstein_weights(8).numpy()  # (8, 4): the 8 points per curve of the polygon target
 
 
 class TextAnnotationError(ValueError):
@@ -125,6 +125,10 @@ def load_text_json(
 
     if check_images:
         _check_image_files(json_file, dataset_dicts)
+    cut = skipped.pop(_CUT, None)
+    if cut:  # kept, but the transcription lost characters: say so once, with the first example
+        logger.warning(f"{dataset_name or json_file}: {len(cut)} transcriptions longer than {max_text_len} "
+                       f"characters were cut to {max_text_len} like the official loader (first: {cut[0]})")
     if skipped:
         logger.warning(summarize_skipped(dataset_name or json_file, skipped))
     num_instances = sum(len(d["annotations"]) for d in dataset_dicts)
@@ -155,8 +159,8 @@ def _convert_annotation(json_file, img, ann, voc_size, max_text_len, pad_id, ski
         raise TextAnnotationError(f"{where}: polys has {len(polys)} values, expected 32")
 
     # Zero enclosed area covers all-equal control points and curves collapsed onto a line.
-    sampled = _sample_boundary(beziers)
-    if _polygon_area(sampled) < _MIN_POLYGON_AREA:
+    sampled = bezier_to_polygon(beziers).reshape(-1, 2)  # the 16-point polygon target
+    if shoelace_area(sampled) < _MIN_POLYGON_AREA:
         skipped["degenerate curves (zero-area boundary)"].append(where)
         return None
 
@@ -171,6 +175,8 @@ def _convert_annotation(json_file, img, ann, voc_size, max_text_len, pad_id, ski
         skipped["non-positive boxes (after clamping to the image)"].append(where)
         return None
 
+    if any(r != pad_id for r in rec[max_text_len:]):
+        skipped[_CUT].append(where)
     obj = {
         "bbox": box.tolist(),
         "bbox_mode": BoxMode.XYXY_ABS,
@@ -184,13 +190,3 @@ def _convert_annotation(json_file, img, ann, voc_size, max_text_len, pad_id, ski
     return obj
 
 
-def _sample_boundary(beziers: np.ndarray) -> np.ndarray:
-    """(16, 2) boundary points of one instance (plain numpy: this runs once per annotation)."""
-    ctrl = beziers.reshape(2, 4, 2)
-    return np.concatenate([_SAMPLING_WEIGHTS @ ctrl[0], _SAMPLING_WEIGHTS @ ctrl[1]])
-
-
-def _polygon_area(points: np.ndarray) -> float:
-    """Absolute shoelace area of a closed (n, 2) polygon."""
-    x, y = points[:, 0], points[:, 1]
-    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))

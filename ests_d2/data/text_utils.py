@@ -106,15 +106,27 @@ def bezier_to_polygon(beziers, num_points: int = 8):
         (..., 4 * num_points) polygon: ``num_points`` top points then ``num_points`` bottom points,
         flattened as x,y pairs; same type and dtype as the input.
     """
-    is_numpy = isinstance(beziers, np.ndarray)
-    ctrl = torch.as_tensor(beziers)
-    if ctrl.shape[-1] != 16:
-        raise ValueError(f"expected 16 Bezier coordinates per instance, got shape {tuple(ctrl.shape)}")
-    weights = bernstein_weights(num_points, dtype=ctrl.dtype if ctrl.is_floating_point() else torch.float64)
-    ctrl = ctrl.to(weights.dtype).reshape(*ctrl.shape[:-1], 2, 4, 2)  # (..., curve, point, xy)
-    points = torch.einsum("kp,...cpd->...ckd", weights, ctrl)  # (..., curve, num_points, xy)
-    poly = points.reshape(*points.shape[:-3], 4 * num_points)
-    return poly.numpy() if is_numpy else poly
+    if not isinstance(beziers, np.ndarray):
+        beziers = torch.as_tensor(beziers)
+    if beziers.shape[-1] != 16:
+        raise ValueError(f"expected 16 Bezier coordinates per instance, got shape {tuple(beziers.shape)}")
+    if isinstance(beziers, np.ndarray):  # numpy in, numpy out, without torch (data loading, once per annotation)
+        dtype = beziers.dtype if np.issubdtype(beziers.dtype, np.floating) else np.float64
+        weights = bernstein_weights(num_points).numpy().astype(dtype)
+        ctrl = beziers.astype(dtype, copy=False).reshape(*beziers.shape[:-1], 2, 4, 2)  # (..., curve, point, xy)
+        points = np.einsum("kp,...cpd->...ckd", weights, ctrl)  # (..., curve, num_points, xy)
+    else:
+        weights = bernstein_weights(num_points, dtype=beziers.dtype if beziers.is_floating_point() else torch.float64)
+        ctrl = beziers.to(weights.dtype).reshape(*beziers.shape[:-1], 2, 4, 2)
+        points = torch.einsum("kp,...cpd->...ckd", weights, ctrl)
+    return points.reshape(*points.shape[:-3], 4 * num_points)
+
+
+def shoelace_area(points: np.ndarray) -> float:
+    """|signed area| of the closed contour through ``points`` (k, 2) (also Polygon3's ``area()``)."""
+    p = np.asarray(points, dtype=np.float64)
+    x, y = p[:, 0], p[:, 1]
+    return abs(float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))) / 2.0
 
 
 def polygon_to_points(polygon, num_points: Optional[int] = None) -> np.ndarray:

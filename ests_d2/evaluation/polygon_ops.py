@@ -12,14 +12,9 @@ import numpy as np
 import shapely
 from shapely.geometry import LinearRing, Point, Polygon
 
+from ests_d2.data.text_utils import shoelace_area
+
 from .rrc_format import RRCFormatError
-
-
-def shoelace_area(points: np.ndarray) -> float:
-    """|signed area| of the closed contour through ``points`` (k, 2), as Polygon3's ``area()``."""
-    p = np.asarray(points, dtype=np.float64)
-    x, y = p[:, 0], p[:, 1]
-    return abs(float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))) / 2.0
 
 
 def _inside_even_odd(points: np.ndarray, pt: Point) -> bool:

@@ -124,6 +124,19 @@ def test_non_positive_box_is_skipped_and_reported(tmp_path, caplog):
     _assert_names_file_and_annotation(record.getMessage(), json_file)
 
 
+def test_transcription_longer_than_the_slots_is_cut_and_reported(tmp_path, caplog):
+    json_file = _write_dataset(tmp_path, lambda c: c["annotations"][0].update(rec=list(range(33, 33 + 27))))
+    with caplog.at_level(logging.WARNING, logger="ests_d2.data.text_json"):
+        dicts = load_text_json(json_file, str(tmp_path))
+    recs = [a["rec"] for a in dicts[0]["annotations"]]
+    assert recs[0] == list(range(33, 33 + 25))  # kept, cut to 25 like the official loader
+    assert recs[1] == [33, 34] + [96] * 23
+    [record] = [r for r in caplog.records if "were cut" in r.getMessage()]
+    assert "1 transcriptions longer than 25" in record.getMessage()
+    _assert_names_file_and_annotation(record.getMessage(), json_file)
+    assert not [r for r in caplog.records if "skipped" in r.getMessage()]
+
+
 @pytest.mark.parametrize(
     "bezier_pts",
     [[50.0, 20.0] * 8, [float(10 + 10 * i) for i in range(8) for _ in (0, 1)]],  # all equal / all collinear
