@@ -19,7 +19,7 @@ import sys
 
 from tqdm import tqdm
 
-from ests_d2.data.text_utils import UNKNOWN_GLYPH, CharVocabulary
+from ests_d2.data.text_utils import CharVocabulary
 from ests_d2.evaluation import predictions as neutral
 from ests_d2.evaluation.pipeline import load_gt_zip, run_evaluation
 from ests_d2.evaluation.protocol import PROTOCOLS, canonical_protocol, resolve_runs, resolve_settings
@@ -66,7 +66,7 @@ def main(argv=None) -> dict:
             "results": {"text_det": scored.det.metrics(), "text_e2e": scored.e2e.metrics()},
         }
     vocab = CharVocabulary.from_config(args.voc_size)
-    dataset, images = neutral.read_json(args.predictions, vocab.characters, UNKNOWN_GLYPH)
+    dataset, images = neutral.read_json(args.predictions, vocab)
     protocol = canonical_protocol(args.dataset or dataset or "")
     tasks = ["det", "e2e"] if args.task == "both" else [args.task]
     runs = resolve_runs(protocol, tasks, args.lexicon, det_threshold=args.det_threshold,

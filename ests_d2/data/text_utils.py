@@ -62,7 +62,7 @@ class CharVocabulary:
         out = []
         for i in ids:
             i = int(i)
-            if i < len(self.characters):
+            if 0 <= i < len(self.characters):
                 out.append(self.characters[i])
             elif i == self.unknown_id:
                 out.append(UNKNOWN_GLYPH)

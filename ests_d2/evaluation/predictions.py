@@ -11,6 +11,8 @@ from typing import List, Optional
 
 import numpy as np
 
+from ests_d2.data.text_utils import CharVocabulary
+
 FORMAT = "ests-eval-predictions/v1"
 SCORE_FLOOR = 0.1  # the official conversion keeps only score > 0.1, whatever the threshold
 
@@ -28,18 +30,6 @@ class InstancePrediction:
 class ImagePrediction:
     image_id: int
     instances: List[InstancePrediction] = field(default_factory=list)
-
-
-def decode_rec(rec, characters, unknown_glyph: str) -> str:
-    """Official decoding: ids < len(characters) print, the next id prints ``unknown_glyph``, others skip."""
-    out = []
-    for i in rec:
-        i = int(i)
-        if 0 <= i < len(characters):
-            out.append(characters[i])
-        elif i == len(characters):
-            out.append(unknown_glyph)
-    return "".join(out)
 
 
 def from_instances(image_id: int, instances, keep_rec_prob: bool) -> ImagePrediction:
@@ -76,7 +66,7 @@ def from_instances(image_id: int, instances, keep_rec_prob: bool) -> ImagePredic
     return ImagePrediction(int(image_id), out)
 
 
-def _instance_from_json(record: dict, where: str, characters, unknown_glyph: str) -> InstancePrediction:
+def _instance_from_json(record: dict, where: str, vocab: CharVocabulary) -> InstancePrediction:
     try:
         polygon = np.asarray(record["polygon"], dtype=np.float32).reshape(-1, 2)
         score = float(np.float32(record["score"]))
@@ -85,7 +75,7 @@ def _instance_from_json(record: dict, where: str, characters, unknown_glyph: str
     if "text" in record:
         text = str(record["text"])
     elif "rec" in record:
-        text = decode_rec(record["rec"], characters, unknown_glyph)
+        text = vocab.decode(record["rec"])
     else:
         raise ValueError(f"{where}: needs 'text' or 'rec'")
     if "rec_conf" in record:
@@ -98,8 +88,8 @@ def _instance_from_json(record: dict, where: str, characters, unknown_glyph: str
     return InstancePrediction(polygon, score, text, rec_conf, None if prob is None else np.asarray(prob, np.float32))
 
 
-def read_json(path: str, characters, unknown_glyph: str):
-    """(dataset name or None, [ImagePrediction]) from a neutral JSON file."""
+def read_json(path: str, vocab: CharVocabulary):
+    """(dataset name or None, [ImagePrediction]) from a neutral JSON file; ``rec`` ids decode with ``vocab``."""
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("images"), list):
@@ -113,7 +103,7 @@ def read_json(path: str, characters, unknown_glyph: str):
             raise ValueError(f"{path}: image_id {image_id} is listed twice")
         seen.add(image_id)
         instances = [
-            _instance_from_json(r, f"{path}: image {image_id} instance {k}", characters, unknown_glyph)
+            _instance_from_json(r, f"{path}: image {image_id} instance {k}", vocab)
             for k, r in enumerate(img.get("instances", []))
         ]
         images.append(ImagePrediction(image_id, instances))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ests_d2.evaluation.predictions import decode_rec
+from ests_d2.data.text_utils import CharVocabulary
 from ests_d2.evaluation.rrc_format import RRCFormatError
 from ests_d2.evaluation.scoring import is_word_spotting_care, normalize_word_spotting_gt, transcription_match
 from ests_d2.evaluation.submission import official_line
@@ -26,8 +26,7 @@ def test_rec_filter_only_in_e2e():
 
 
 def test_decode_skips_padding_and_prints_unknown_glyph_which_de_ascii_deletes():
-    chars = [chr(c) for c in range(32, 127)]
-    text = decode_rec([33, 96, 34, 95, 35] + [96] * 20, chars, "\u53e3")
+    text = CharVocabulary.from_config(97).decode([33, 96, 34, 95, 35, -1] + [96] * 19)
     assert text == "AB\u53e3C"  # padding is not a terminator
     gt = gt_from({1: [(A, "ABC")]})
     assert prh(evaluate({1: [inst(A, text)]}, gt, "icdar2015")) == (1.0, 1.0, 1.0)
