@@ -18,6 +18,7 @@ MEMBER_PATTERN = re.compile(r"([0-9]+).txt")  # the official regex: '.' is any c
 _QUOTED = re.compile(r'^\s*"(.*)"\s*$')
 TEXT_SEPARATOR = ",####"
 DONT_CARE = "###"
+_FIXED_ZIP_TIME = (2020, 1, 1, 0, 0, 0)  # member timestamp of the zips written here
 
 
 class RRCFormatError(ValueError):
@@ -122,8 +123,13 @@ def format_line(points: Sequence[Sequence], text: str) -> str:
 
 
 def write_zip(path: str, files: Mapping[str, Sequence[str]]) -> None:
-    """Write ``{member name: lines}`` as a flat zip, one line per entry, LF endings."""
+    """Write ``{member name: lines}`` as a flat zip, one line per entry, LF endings.
+
+    Members are sorted and carry a constant timestamp, so the same lines always give a byte-identical zip.
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in sorted(files):
-            archive.writestr(name, "".join(line + "\n" for line in files[name]))
+            info = zipfile.ZipInfo(name, date_time=_FIXED_ZIP_TIME)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, "".join(line + "\n" for line in files[name]))

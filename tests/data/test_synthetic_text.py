@@ -10,7 +10,7 @@ from shapely.geometry import Polygon
 
 from ests_d2.data import synthetic
 from ests_d2.data.datasets import _load_synthetic
-from ests_d2.data.eval_gt import read_eval_gt_zip
+from ests_d2.evaluation.rrc_format import read_zip
 from ests_d2.data.text_json import load_text_json
 from ests_d2.data.text_utils import CharVocabulary, EN_CHARACTERS, bezier_to_polygon
 
@@ -58,13 +58,14 @@ def test_eval_gt_zip_and_json_agree(tmp_path):
     paths = synthetic.synthetic_paths(str(tmp_path), "test")
     with open(paths["json_file"], encoding="utf-8") as f:
         coco = json.load(f)
-    gt = read_eval_gt_zip(paths["eval_gt_zip"])
+    gt = {int(k): v for k, v in read_zip(paths["eval_gt_zip"], strict=True).items()}
     assert sorted(gt) == [img["id"] for img in coco["images"]] == [1, 2, 3, 4, 5]
     vocab = CharVocabulary(EN_CHARACTERS)
     for img in coco["images"]:
         anns = [a for a in coco["annotations"] if a["image_id"] == img["id"]]
         assert len(gt[img["id"]]) == len(anns)
-        for (points, text), ann in zip(gt[img["id"]], anns):
+        for line, ann in zip(gt[img["id"]], anns):
+            points, text = line.points, line.text
             assert text == ann["text"] and (text == "###") == bool(ann["iscrowd"])
             assert vocab.decode(ann["rec"]) == ann["text"]
             poly = np.asarray(ann["polys"]).reshape(-1, 2)

@@ -11,7 +11,7 @@ from ests_d2.data.datasets import (
     register_all_text_datasets,
     register_text_instances,
 )
-from ests_d2.data.eval_gt import read_eval_gt_zip
+from ests_d2.evaluation.rrc_format import read_zip
 from tests.data.data_helpers import scene_text_dir
 
 BUILTIN = (
@@ -73,11 +73,11 @@ def test_icdar2015_samples_are_small_labelled_and_attributed():
     assert (ICDAR2015_SAMPLES_DIR / "ATTRIBUTION.md").read_text().count("CC BY 4.0") >= 1
     dicts = DatasetCatalog.get("icdar2015_samples")
     assert len(dicts) == 5 and all(d["height"] == 720 and d["width"] == 1280 for d in dicts)
-    gt = read_eval_gt_zip(MetadataCatalog.get("icdar2015_samples").eval_gt_zip)
+    gt = {int(k): v for k, v in read_zip(MetadataCatalog.get("icdar2015_samples").eval_gt_zip, strict=True).items()}
     assert sorted(gt) == sorted(d["image_id"] for d in dicts)
     for d in dicts:
         assert len(gt[d["image_id"]]) == len(d["annotations"])
-        assert [t == "###" for _, t in gt[d["image_id"]]] == [bool(a["iscrowd"]) for a in d["annotations"]]
+        assert [line.text == "###" for line in gt[d["image_id"]]] == [bool(a["iscrowd"]) for a in d["annotations"]]
 
 
 def test_icdar2015_samples_gt_is_byte_identical_to_the_official_members():
