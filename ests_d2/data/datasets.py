@@ -27,6 +27,7 @@ shipped in the repository's ``datasets/icdar2015_samples``).
 import functools
 import os
 from pathlib import Path
+from typing import Callable, Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -70,13 +71,16 @@ def datasets_root() -> str:
     return os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
-def register_text_instances(name: str, json_file: str, image_root: str, **metadata) -> None:
+def register_text_instances(name: str, json_file: str, image_root: str, *,
+                            loader: Optional[Callable[[], List[Dict]]] = None, **metadata) -> None:
     """Register a COCO-text json as a detectron2 dataset (lazily: nothing is read here).
 
     Args:
         name: dataset name, e.g. ``"my_text_train"``.
         json_file: COCO-text json (``bezier_pts``, ``rec``, ...; see ``text_json.load_text_json``).
         image_root: folder the json's ``file_name`` entries are relative to.
+        loader: what ``DatasetCatalog.get(name)`` calls instead of loading ``json_file`` directly (e.g. to
+            generate the file first).
         metadata: extra metadata; ``eval_protocol`` (default ``"generic"``), ``eval_gt_zip``,
             ``lexicon_root`` (default ``""``) and ``voc_size`` (default 97) are always set.
     """
@@ -87,7 +91,7 @@ def register_text_instances(name: str, json_file: str, image_root: str, **metada
                          f"got '{metadata['eval_protocol']}'")
     DatasetCatalog.register(
         name,
-        functools.partial(load_text_json, json_file, image_root, name, voc_size=metadata["voc_size"]),
+        loader or functools.partial(load_text_json, json_file, image_root, name, voc_size=metadata["voc_size"]),
     )
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type="text", thing_classes=["text"], **metadata
@@ -121,10 +125,9 @@ def register_all_text_datasets(root: str) -> None:
         if name in DatasetCatalog.list():
             continue
         paths = synthetic_paths(synthetic_root, split)
-        DatasetCatalog.register(name, functools.partial(_load_synthetic, synthetic_root, split, name))
-        MetadataCatalog.get(name).set(
-            evaluator_type="text", thing_classes=["text"], voc_size=EN_VOC_SIZE, eval_protocol="generic", **paths
-        )
+        register_text_instances(name, paths["json_file"], paths["image_root"],
+                                loader=functools.partial(_load_synthetic, synthetic_root, split, name),
+                                eval_gt_zip=paths["eval_gt_zip"], lexicon_root=paths["lexicon_root"])
 
     if "icdar2015_samples" not in DatasetCatalog.list():
         register_text_instances(
