@@ -85,8 +85,10 @@ def _top_left_rows(canvas: _Canvas, spatial_shapes: List[Tuple[int, int]], sampl
     # a corner pair entirely outside its map is moved onto the border, where both read zeros
     border = torch.full((), -_BORDER, device=device, dtype=dtype)
     x0, y0 = torch.clamp(x0, border, widths), torch.clamp(y0, border, heights)
-    # integer arithmetic in the float dtype is exact below 2**24 (float32), checked in _canvas
-    origins = torch.tensor(canvas.level_origins, device=device, dtype=dtype)
+    # the cell arithmetic below is exact in float32 (cells < 2**24, checked in _canvas), not in half types
+    if dtype not in (torch.float32, torch.float64):
+        x0, y0 = x0.float(), y0.float()
+    origins = torch.tensor(canvas.level_origins, device=device, dtype=x0.dtype)
     cell = torch.add(x0 + origins, y0, alpha=canvas.width).int()
     image = torch.arange(batch, device=device, dtype=torch.int32).view(batch, 1, 1, 1, 1) * canvas.num_cells
     head = torch.arange(num_heads, device=device, dtype=torch.int32).view(1, 1, num_heads, 1, 1)

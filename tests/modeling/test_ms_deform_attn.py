@@ -193,3 +193,18 @@ def test_samples_far_outside_every_map_read_zeros_and_get_grid_sample_gradients(
         results.append([out.detach()] + [t.grad for t in inputs])
     for name, mine, ref in zip(("output", "value", "locations", "weights"), *results):
         assert torch.allclose(mine, ref, atol=1e-10), f"{name}: {(mine - ref).abs().max():.3g}"
+
+
+def test_half_precision_sampling_reads_the_right_canvas_cells():
+    # a 300-wide level: canvas cells far beyond the integers bfloat16 represents exactly (up to 256); the
+    # values are a ramp in x, so bfloat16's coarse locations cost a little, a wrongly indexed cell a lot
+    gen = torch.Generator().manual_seed(5)
+    shapes = [(3, 300)]
+    ramp = (torch.arange(300, dtype=torch.float32) / 300).repeat(3)
+    value = torch.stack([ramp, torch.ones(900)], -1).view(1, 900, 1, 2)
+    locations = torch.rand(1, 50, 1, 1, 2, 2, generator=gen) * torch.tensor([0.9, 0.4]) + torch.tensor([0.05, 0.3])
+    weights = torch.rand(1, 50, 1, 1, 2, generator=gen)
+    expected = (weights * (locations[..., 0] * 300 - 0.5) / 300).sum((2, 3, 4))  # bilinear of a ramp is exact
+    half = ms_deform_attn_sample(value.bfloat16(), shapes, locations.bfloat16(), weights.bfloat16())
+    assert half.dtype == torch.bfloat16
+    assert torch.allclose(half[..., 0].float(), expected, atol=0.02)
