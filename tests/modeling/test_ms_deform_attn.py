@@ -146,11 +146,12 @@ def test_gradients_match_the_grid_sample_formulation(recompute):
     locations = torch.rand(2, 6, 2, 3, 3, 2, generator=gen, dtype=torch.float64) * 1.4 - 0.2
     weights = torch.rand(2, 6, 2, 3, 3, generator=gen, dtype=torch.float64)
     upstream = torch.randn(2, 6, 8, generator=gen, dtype=torch.float64)
-    results = []
-    def mine(*args):
-        return ms_deform_attn_sample(*args, recompute_in_backward=recompute)
+    _assert_outputs_and_gradients_match_grid_sample(shapes, value, locations, weights, upstream, recompute)
 
-    for fn in (mine, _grid_sample_reference):
+
+def _assert_outputs_and_gradients_match_grid_sample(shapes, value, locations, weights, upstream, recompute):
+    results = []
+    for fn in (lambda *a: ms_deform_attn_sample(*a, recompute_in_backward=recompute), _grid_sample_reference):
         inputs = [t.clone().requires_grad_() for t in (value, locations, weights)]
         out = fn(inputs[0], shapes, inputs[1], inputs[2])
         (out * upstream).sum().backward()
@@ -185,14 +186,7 @@ def test_samples_far_outside_every_map_read_zeros_and_get_grid_sample_gradients(
     locations[0, 0, 0, 0, 1] = torch.tensor([8.8 / 9, 0.4], dtype=torch.float64)
     weights = torch.rand(2, 7, 2, 3, 2, generator=gen, dtype=torch.float64)
     upstream = torch.randn(2, 7, 6, generator=gen, dtype=torch.float64)
-    results = []
-    for fn in (lambda *a: ms_deform_attn_sample(*a, recompute_in_backward=recompute), _grid_sample_reference):
-        inputs = [t.clone().requires_grad_() for t in (value, locations, weights)]
-        out = fn(inputs[0], shapes, inputs[1], inputs[2])
-        (out * upstream).sum().backward()
-        results.append([out.detach()] + [t.grad for t in inputs])
-    for name, mine, ref in zip(("output", "value", "locations", "weights"), *results):
-        assert torch.allclose(mine, ref, atol=1e-10), f"{name}: {(mine - ref).abs().max():.3g}"
+    _assert_outputs_and_gradients_match_grid_sample(shapes, value, locations, weights, upstream, recompute)
 
 
 def test_half_precision_sampling_reads_the_right_canvas_cells():
