@@ -47,9 +47,7 @@ def _text_boxes(size: int, count: int) -> torch.Tensor:
 
 
 def _input(size: int, with_instances: bool, num_instances: int = 2):
-    from detectron2.structures import Boxes, Instances
-
-    from ests_d2.data.text_utils import CharVocabulary
+    from ests_d2.data.text_utils import CharVocabulary, straight_text_instances
 
     gen = torch.Generator().manual_seed(0)
     item = {"image": torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=gen),
@@ -57,17 +55,9 @@ def _input(size: int, with_instances: bool, num_instances: int = 2):
     if with_instances:
         vocab = CharVocabulary.from_config(97)
         boxes = _text_boxes(size, num_instances)
-        beziers = []
-        for x0, y0, x1, y1 in boxes.tolist():
-            top = torch.linspace(x0, x1, 4)
-            beziers.append(torch.stack([torch.cat([top, top.flip(0)]), torch.tensor([y0] * 4 + [y1] * 4)], 1).flatten())
-        instances = Instances((size, size))
-        instances.gt_boxes = Boxes(boxes)
-        instances.gt_classes = torch.zeros(len(boxes), dtype=torch.int64)
-        instances.gt_beziers = torch.stack(beziers)
         words = ["TOAST", "crocs"]
-        instances.gt_rec = torch.tensor([vocab.encode(words[i % 2], 25) for i in range(len(boxes))])
-        item["instances"] = instances
+        rec = [vocab.encode(words[i % 2], 25) for i in range(len(boxes))]
+        item["instances"] = straight_text_instances((size, size), boxes, rec)
     return item
 
 

@@ -5,7 +5,7 @@ Recognition targets are ``max_text_len`` class ids per instance. For the EN voca
 Text boundaries are cubic Bezier curves (8 control points: top curve left->right, bottom curve
 right->left); the model predicts 16 boundary points sampled from them.
 """
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -135,3 +135,27 @@ def polygon_to_points(polygon, num_points: Optional[int] = None) -> np.ndarray:
     if num_points is not None and len(pts) != num_points:
         raise ValueError(f"expected {num_points} points, got {len(pts)}")
     return pts
+
+
+def straight_text_instances(image_size: Tuple[int, int], boxes, rec) -> "Instances":
+    """Training targets in the mapper's contract for straight, axis-aligned words that fill ``boxes``.
+
+    Each word's top curve runs along its box's top side (left->right) and its bottom curve along the bottom
+    side (right->left), control points evenly spaced: the synthetic inputs of tests and benchmarks.
+
+    Args:
+        image_size: (height, width); boxes: (n, 4) XYXY; rec: (n, T) class ids.
+    """
+    from detectron2.structures import Boxes, Instances
+
+    boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    beziers = []
+    for x0, y0, x1, y1 in boxes.tolist():
+        top = torch.linspace(x0, x1, 4)
+        beziers.append(torch.stack([torch.cat([top, top.flip(0)]), torch.tensor([y0] * 4 + [y1] * 4)], 1).flatten())
+    instances = Instances(tuple(image_size))
+    instances.gt_boxes = Boxes(boxes)
+    instances.gt_classes = torch.zeros(len(boxes), dtype=torch.int64)
+    instances.gt_beziers = torch.stack(beziers).float() if beziers else torch.zeros(0, 16)
+    instances.gt_rec = torch.as_tensor(rec, dtype=torch.int64)
+    return instances

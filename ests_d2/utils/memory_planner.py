@@ -59,9 +59,7 @@ def synthetic_batch(cfg, height: int, width: int, num_images: int, num_instances
     The instances tile the image in a grid (a crowded image); every word uses all ``MAX_TEXT_LEN``
     slots, the most recognition work the targets can ask for.
     """
-    from detectron2.structures import Boxes, Instances
-
-    from ests_d2.data.text_utils import CharVocabulary
+    from ests_d2.data.text_utils import CharVocabulary, straight_text_instances
 
     ests = cfg.MODEL.ESTS
     vocab = CharVocabulary.from_config(ests.VOC_SIZE, ests.CUSTOM_DICT)
@@ -71,19 +69,12 @@ def synthetic_batch(cfg, height: int, width: int, num_images: int, num_instances
     cell_w, cell_h = width / columns, height / rows
     batch = []
     for image_index in range(num_images):
-        boxes, beziers = [], []
+        boxes = []
         for k in range(num_instances):
             x0, y0 = (k % columns) * cell_w + 0.1 * cell_w, (k // columns) * cell_h + 0.2 * cell_h
-            x1, y1 = x0 + 0.8 * cell_w, y0 + 0.6 * cell_h
-            boxes.append([x0, y0, x1, y1])
-            top = torch.linspace(x0, x1, 4)
-            beziers.append(torch.stack([torch.cat([top, top.flip(0)]), torch.tensor([y0] * 4 + [y1] * 4)], 1).flatten())
+            boxes.append([x0, y0, x0 + 0.8 * cell_w, y0 + 0.6 * cell_h])
         chars = torch.randint(0, vocab.unknown_id, (num_instances, ests.MAX_TEXT_LEN), generator=gen)
-        instances = Instances((height, width))
-        instances.gt_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4))
-        instances.gt_classes = torch.zeros(num_instances, dtype=torch.int64)
-        instances.gt_beziers = torch.stack(beziers).float() if beziers else torch.zeros(0, 16)
-        instances.gt_rec = chars.to(torch.int64)
+        instances = straight_text_instances((height, width), boxes, chars)
         image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=gen)
         batch.append({"image": image, "height": height, "width": width, "image_id": image_index,
                       "instances": instances})

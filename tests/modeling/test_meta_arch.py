@@ -4,10 +4,9 @@ import math
 import pytest
 import torch
 from detectron2.modeling import build_model
-from detectron2.structures import Boxes, Instances
 
 import ests_d2.modeling  # noqa: F401  (registers the meta-architecture)
-from ests_d2.data.text_utils import CharVocabulary
+from ests_d2.data.text_utils import CharVocabulary, straight_text_instances
 
 from tests.modeling.model_config import tiny_ests_cfg
 
@@ -15,19 +14,12 @@ from tests.modeling.model_config import tiny_ests_cfg
 def _training_input(height, width, words, seed):
     gen = torch.Generator().manual_seed(seed)
     vocab = CharVocabulary.from_config(97)
-    instances = Instances((height, width))
-    boxes, beziers = [], []
+    boxes = []
     for i, _ in enumerate(words):
         x0, y0 = 10.0 + 40 * i, 12.0 + 30 * i
-        x1, y1 = min(x0 + 60, width - 1), min(y0 + 20, height - 1)
-        boxes.append([x0, y0, x1, y1])
-        top = torch.linspace(x0, x1, 4)
-        beziers.append(torch.stack([torch.cat([top, top.flip(0)]),
-                                    torch.tensor([y0] * 4 + [y1] * 4)], 1).flatten())
-    instances.gt_boxes = Boxes(torch.tensor(boxes).reshape(-1, 4))
-    instances.gt_classes = torch.zeros(len(words), dtype=torch.int64)
-    instances.gt_beziers = torch.stack(beziers).float() if words else torch.zeros(0, 16)
-    instances.gt_rec = torch.tensor([vocab.encode(w, 25) for w in words], dtype=torch.int64).reshape(-1, 25)
+        boxes.append([x0, y0, min(x0 + 60, width - 1), min(y0 + 20, height - 1)])
+    rec = torch.tensor([vocab.encode(w, 25) for w in words], dtype=torch.int64).reshape(-1, 25)
+    instances = straight_text_instances((height, width), boxes, rec)
     image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=gen)
     return {"image": image, "height": height, "width": width, "image_id": seed, "instances": instances}
 
