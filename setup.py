@@ -22,6 +22,7 @@ setup(
         "iopath>=0.1.9",
         "Pillow>=9.0",
         "psutil>=5.9",
+        "tabulate>=0.8",
     ],
     extras_require={"test": ["pytest>=7.0"]},
 )

@@ -18,6 +18,7 @@ import os
 
 import torch
 import tqdm
+from tabulate import tabulate
 
 from ests_d2.config import load_ests_config
 from ests_d2.utils.memory_planner import (
@@ -48,12 +49,8 @@ def parse_args(argv=None):
 
 
 def format_table(rows, headers):
-    """A plain aligned text table (no extra dependency)."""
-    cells = [[str(c) for c in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
+    """Aligned text table, cells printed as given (already formatted numbers stay as they are)."""
+    return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True, stralign="right")
 
 
 def main(argv=None):
