@@ -2,7 +2,8 @@
 
 Runs the real pipeline (``build_detection_train_loader`` + ``TextSpottingDatasetMapper``, official
 augmentations, aspect-ratio grouping) and times ``--iters`` batches after ``--warmup`` batches (worker
-start-up excluded). Official sizes by default (short side 640..896, max 1600).
+start-up excluded). The input settings of configs/Base-ESTS.yaml by default (the official sizes: short side
+640..896, max 1600).
 
     python bench/bench_loader.py                                  # synthetic_text_train, 2 workers
     python bench/bench_loader.py --dataset icdar2015_samples --min-sizes 640 672 704 736 768 800 832 864 896
@@ -13,15 +14,16 @@ import os
 import platform
 import time
 
+from pathlib import Path
+
 import torch
-from detectron2.config import get_cfg
 from detectron2.data import build_detection_train_loader
 
 import ests_d2.data  # noqa: F401  (registers the datasets)
-from ests_d2.config import add_ests_config
+from ests_d2.config import load_ests_config
 from ests_d2.data import TextSpottingDatasetMapper
 
-OFFICIAL_MIN_SIZES = (640, 672, 704, 736, 768, 800, 832, 864, 896)
+BASE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "Base-ESTS.yaml"
 
 
 def main():
@@ -31,15 +33,15 @@ def main():
     parser.add_argument("--batch", type=int, default=2, help="images per batch")
     parser.add_argument("--iters", type=int, default=100, help="timed batches")
     parser.add_argument("--warmup", type=int, default=10, help="untimed batches (worker start-up)")
-    parser.add_argument("--min-sizes", type=int, nargs="+", default=list(OFFICIAL_MIN_SIZES))
-    parser.add_argument("--max-size", type=int, default=1600)
+    parser.add_argument("--min-sizes", type=int, nargs="+", help="INPUT.MIN_SIZE_TRAIN (default: the base config's)")
+    parser.add_argument("--max-size", type=int, help="INPUT.MAX_SIZE_TRAIN (default: the base config's)")
     args = parser.parse_args()
 
-    cfg = get_cfg()
-    add_ests_config(cfg)
-    cfg.INPUT.FORMAT = "RGB"
-    cfg.INPUT.MIN_SIZE_TRAIN = tuple(args.min_sizes)
-    cfg.INPUT.MAX_SIZE_TRAIN = args.max_size
+    cfg = load_ests_config(str(BASE_CONFIG))
+    if args.min_sizes:
+        cfg.INPUT.MIN_SIZE_TRAIN = tuple(args.min_sizes)
+    if args.max_size:
+        cfg.INPUT.MAX_SIZE_TRAIN = args.max_size
     cfg.DATASETS.TRAIN = (args.dataset,)
     cfg.DATALOADER.NUM_WORKERS = args.workers
     cfg.SOLVER.IMS_PER_BATCH = args.batch
