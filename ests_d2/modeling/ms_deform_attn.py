@@ -61,6 +61,13 @@ def _canvas_rows(value: torch.Tensor, canvas: _Canvas) -> torch.Tensor:
     return board.index_copy(1, canvas.cells, value).view(-1, head_dim)
 
 
+def _level_sizes(spatial_shapes: List[Tuple[int, int]], device: torch.device, dtype: torch.dtype):
+    """(L, 1) widths and heights of the levels, columns that broadcast over the points of a (..., L, P) tensor."""
+    widths = torch.tensor([[w] for _, w in spatial_shapes], device=device, dtype=dtype)
+    heights = torch.tensor([[h] for h, _ in spatial_shapes], device=device, dtype=dtype)
+    return widths, heights
+
+
 def _top_left_rows(canvas: _Canvas, spatial_shapes: List[Tuple[int, int]], sampling_locations: torch.Tensor,
                    num_heads: int):
     """Canvas row of every sample's top-left corner, and its fractional offsets from that corner.
@@ -74,8 +81,7 @@ def _top_left_rows(canvas: _Canvas, spatial_shapes: List[Tuple[int, int]], sampl
     if batch * canvas.num_cells * num_heads >= 2**31:
         raise ValueError(f"{batch} x {canvas.num_cells} x {num_heads} canvas rows do not fit int32 indices")
     device, dtype = sampling_locations.device, sampling_locations.dtype
-    heights = torch.tensor([[h] for h, _ in spatial_shapes], device=device, dtype=dtype)
-    widths = torch.tensor([[w] for _, w in spatial_shapes], device=device, dtype=dtype)
+    widths, heights = _level_sizes(spatial_shapes, device, dtype)
     x, y = sampling_locations.unbind(-1)
     # align_corners=False: pixel centres sit at (i + 0.5) / size
     x = x * widths - 0.5
@@ -205,9 +211,7 @@ class _RecomputedBagSample(torch.autograd.Function):
             grad_attention = torch.addcmul(top, fy, d_down)
             grad_fx = attention_weights * torch.lerp(d_right_top, d_right_bottom, fy)
             grad_fy = attention_weights * d_down
-            dtype = fx.dtype
-            widths = torch.tensor([[w] for _, w in ctx.spatial_shapes], device=fx.device, dtype=dtype)
-            heights = torch.tensor([[h] for h, _ in ctx.spatial_shapes], device=fx.device, dtype=dtype)
+            widths, heights = _level_sizes(ctx.spatial_shapes, fx.device, fx.dtype)
             grad_locations = torch.stack((grad_fx * widths, grad_fy * heights), -1)
         return (grad_value, grad_locations if need_locations else None,
                 grad_attention if need_attention else None, None)
@@ -227,9 +231,10 @@ def ms_deform_attn_sample(
         spatial_shapes: L pairs (H_l, W_l) with sum(H_l * W_l) == S.
         sampling_locations: (B, Lq, M, L, P, 2) normalised (x, y) in [0, 1] of the padded maps.
         attention_weights: (B, Lq, M, L, P), softmax-normalised over (L, P).
-        recompute_in_backward: with autograd, keep only the inputs and rebuild the (B*Lq*M, L*P*4) corner
-            indices and weights in backward (hand-written backward) instead of letting autograd store them
-            and their intermediates. Float32/float64 only; other dtypes take the autograd path.
+        recompute_in_backward: with autograd, keep only the inputs and rebuild the canvas, the (B*Lq*M, L*P)
+            top-left rows and the corner weights in backward (hand-written backward) instead of letting
+            autograd store them and their intermediates. Float32/float64 only; other dtypes take the
+            autograd path.
     Returns:
         (B, Lq, M * Dh).
     """
