@@ -72,8 +72,8 @@ class ESTSDecoderLayer(nn.Module):
         diagonal.fill_diagonal_(float("-inf"))
         attn = multihead_attention(self.attn_m, x + text_pos, language + text_pos, language, attn_mask=diagonal)
         x = self.norm_m(x + self.dropout_m(attn))
-        recompute = self.ffn_recompute and self.training
-        x = self.norm3_m(x + self.dropout4_m(feed_forward(x, self.linear1_m, self.dropout3_m, self.linear2_m, recompute)))
+        x = self.norm3_m(x + self.dropout4_m(feed_forward(x, self.linear1_m, self.dropout3_m, self.linear2_m,
+                                                          self.ffn_recompute)))
         # 2. intra-instance self-attention over the K slots
         qk = x + text_pos
         attn = multihead_attention(self.attn_intra, qk, qk, x, same_qk=True)
@@ -91,7 +91,7 @@ class ESTSDecoderLayer(nn.Module):
         attn = self.cross_attn(query, reference, memory, spatial_shapes, padding_mask)
         x = self.norm1(x + self.dropout1(attn.view(batch, num_inst, num_slots, dim)))
         # 5. FFN
-        x = self.norm3(x + self.dropout4(feed_forward(x, self.linear1, self.dropout3, self.linear2, recompute)))
+        x = self.norm3(x + self.dropout4(feed_forward(x, self.linear1, self.dropout3, self.linear2, self.ffn_recompute)))
         return x
 
 

@@ -43,7 +43,7 @@ class DeformableEncoderLayer(nn.Module):
             value_input = src.new_zeros(src.shape[0], padding_mask.shape[1], src.shape[-1]).scatter(1, index, src)
         attn = self.self_attn(src + pos, reference_points, value_input, spatial_shapes, padding_mask)
         src = self.norm1(src + self.dropout1(attn))
-        ffn = feed_forward(src, self.linear1, self.dropout2, self.linear2, self.ffn_recompute and self.training)
+        ffn = feed_forward(src, self.linear1, self.dropout2, self.linear2, self.ffn_recompute)
         return self.norm2(src + self.dropout3(ffn))
 
 

@@ -135,10 +135,11 @@ def feed_forward(x: torch.Tensor, linear1: nn.Linear, dropout: nn.Dropout, linea
     """The transformer FFN ``linear2(dropout(relu(linear1(x))))``.
 
     Args:
-        recompute_hidden: in training, store x instead of the hidden activations and recompute them in
-            backward (``MODEL.ESTS.FFN_RECOMPUTE``); needs dropout 0, like every official ESTS config.
+        recompute_hidden: in training (``linear1.training`` and autograd on), store x instead of the hidden
+            activations and recompute them in backward (``MODEL.ESTS.FFN_RECOMPUTE``); needs dropout 0, like
+            every official ESTS config.
     """
-    if recompute_hidden and torch.is_grad_enabled():
+    if recompute_hidden and linear1.training and torch.is_grad_enabled():
         if dropout.p > 0 and dropout.training:
             raise ValueError("MODEL.ESTS.FFN_RECOMPUTE needs MODEL.ESTS.DROPOUT 0: the dropout mask would be redrawn")
         return _HiddenRecomputedFFN.apply(x, linear1.weight, linear1.bias, linear2.weight, linear2.bias)
