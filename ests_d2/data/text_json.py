@@ -28,7 +28,6 @@ from .text_utils import bezier_to_polygon, shoelace_area
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TEXT_LEN = 25  # the official slot count; the mapper re-pads to MODEL.ESTS.MAX_TEXT_LEN
-_CUT = "cut transcriptions"  # key of the annotations kept with a truncated ``rec`` (not skipped)
 _MIN_POLYGON_AREA = 1e-6  # px^2; below this the sampled boundary encloses nothing
 
 
@@ -102,6 +101,7 @@ def load_text_json(
 
     pad_id = voc_size - 1
     skipped: Dict[str, List[str]] = defaultdict(list)  # reason -> where each skipped annotation was
+    cut: List[str] = []  # where each annotation kept with a truncated ``rec`` was
     dataset_dicts = []
     for img_id in sorted(coco.imgs):
         img = coco.imgs[img_id]
@@ -117,7 +117,7 @@ def load_text_json(
         }
         annotations = []
         for ann in coco.imgToAnns.get(img_id, []):
-            obj = _convert_annotation(json_file, img, ann, voc_size, max_text_len, pad_id, skipped)
+            obj = _convert_annotation(json_file, img, ann, voc_size, max_text_len, pad_id, skipped, cut)
             if obj is not None:
                 annotations.append(obj)
         record["annotations"] = annotations
@@ -125,7 +125,6 @@ def load_text_json(
 
     if check_images:
         _check_image_files(json_file, dataset_dicts)
-    cut = skipped.pop(_CUT, None)
     if cut:  # kept, but the transcription lost characters: say so once, with the first example
         logger.warning(f"{dataset_name or json_file}: {len(cut)} transcriptions longer than {max_text_len} "
                        f"characters were cut to {max_text_len} like the official loader (first: {cut[0]})")
@@ -136,7 +135,7 @@ def load_text_json(
     return dataset_dicts
 
 
-def _convert_annotation(json_file, img, ann, voc_size, max_text_len, pad_id, skipped) -> Optional[Dict]:
+def _convert_annotation(json_file, img, ann, voc_size, max_text_len, pad_id, skipped, cut) -> Optional[Dict]:
     """One json annotation -> one dataset-dict annotation, or None (tolerable problem, counted)."""
     where = _where(json_file, img, ann)
     for key in ("bezier_pts", "rec"):
@@ -176,7 +175,7 @@ def _convert_annotation(json_file, img, ann, voc_size, max_text_len, pad_id, ski
         return None
 
     if any(r != pad_id for r in rec[max_text_len:]):
-        skipped[_CUT].append(where)
+        cut.append(where)
     obj = {
         "bbox": box.tolist(),
         "bbox_mode": BoxMode.XYXY_ABS,
