@@ -160,7 +160,9 @@ class ESTSDecoder(nn.Module):
             # the next reference and the recognition logits read the un-normalised state
             new_reference = (self.bbox_embed(x[:, :, 0]) + inverse_sigmoid(reference)).sigmoid()
             rec_logits = self.rec_cls(x[:, :, 1:])
-            detection = self.norm(x[:, :, 0])
+            # a copy of the detection slot: the norm keeps its input for backward, and a view would keep the
+            # whole (B, N, K, D) layer output alive (under autocast nothing else holds it: linears keep casts)
+            detection = self.norm(x[:, :, 0].contiguous())
             ref_logit = inverse_sigmoid(head_reference)
             outputs.append({
                 "pred_logits": self.class_embed(detection),

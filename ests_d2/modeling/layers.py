@@ -92,7 +92,13 @@ class _HiddenRecomputedFFN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight1, bias1, weight2, bias2):
         device_type = x.device.type
-        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        autocast_enabled = torch.is_autocast_enabled(device_type)
+        ctx.autocast = (device_type, autocast_enabled, torch.get_autocast_dtype(device_type))
+        ctx.x_dtype = x.dtype
+        # Under autocast linear1 only ever reads x cast to the autocast dtype, in forward, in the recomputation
+        # and in its weight gradient: keeping that cast instead of x itself halves what is saved, same values.
+        if autocast_enabled and x.is_floating_point() and x.dtype != torch.float64:
+            x = x.to(torch.get_autocast_dtype(device_type))
         ctx.save_for_backward(x, weight1, bias1, weight2)
         blocks = [F.linear(F.relu(F.linear(rows, weight1, bias1), inplace=True), weight2, bias2)
                   for rows in x.reshape(-1, x.shape[-1]).split(_FFN_CHUNK_ROWS)]
@@ -123,7 +129,7 @@ class _HiddenRecomputedFFN(torch.autograd.Function):
                 grad_weight1 = grad_weight1 + grad_hidden.t() @ rows.to(dtype)
             if need_bias1:
                 grad_bias1 = grad_bias1 + grad_hidden.sum(0)
-        grad_x = torch.cat(grad_x_blocks).view(x.shape).to(x.dtype) if need_x else None
+        grad_x = torch.cat(grad_x_blocks).view(x.shape).to(ctx.x_dtype) if need_x else None
         return (grad_x, grad_weight1.to(weight1.dtype) if need_weight1 else None,
                 grad_bias1.to(bias1.dtype) if need_bias1 else None,
                 grad_weight2.to(weight2.dtype) if need_weight2 else None,

@@ -15,7 +15,7 @@ corners become four bag sums over shifted views of the same canvas.
 """
 import math
 import warnings
-from typing import List, NamedTuple, Tuple
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -175,14 +175,20 @@ class _RecomputedBagSample(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, value, sampling_locations, attention_weights, spatial_shapes):
-        ctx.spatial_shapes = spatial_shapes
+    def forward(ctx, value, sampling_locations, attention_weights, spatial_shapes, compute_dtype):
+        # Inputs in a lower precision than compute_dtype (value and softmax weights under autocast) are
+        # saved as they came: their upcast is exact, so backward redoes it instead of keeping copies twice
+        # the size.
+        ctx.spatial_shapes, ctx.compute_dtype = spatial_shapes, compute_dtype
         ctx.save_for_backward(value, sampling_locations, attention_weights)
-        return _sample(value, spatial_shapes, sampling_locations, attention_weights)
+        return _sample(value.to(compute_dtype), spatial_shapes, sampling_locations.to(compute_dtype),
+                       attention_weights.to(compute_dtype))
 
     @staticmethod
     def backward(ctx, grad_output):
-        value, sampling_locations, attention_weights = ctx.saved_tensors
+        value_in, locations_in, attention_in = ctx.saved_tensors
+        value, sampling_locations, attention_weights = (
+            t.to(ctx.compute_dtype) for t in (value_in, locations_in, attention_in))
         need_value, need_locations, need_attention = ctx.needs_input_grad[:3]
         batch, _, num_heads, head_dim = value.shape
         grad_rows = grad_output.reshape(-1, head_dim).contiguous()
@@ -213,8 +219,10 @@ class _RecomputedBagSample(torch.autograd.Function):
             grad_fy = attention_weights * d_down
             widths, heights = _level_sizes(ctx.spatial_shapes, fx.device, fx.dtype)
             grad_locations = torch.stack((grad_fx * widths, grad_fy * heights), -1)
-        return (grad_value, grad_locations if need_locations else None,
-                grad_attention if need_attention else None, None)
+        # gradients in the dtypes of the inputs, as autograd's ToCopyBackward of an outside upcast would give
+        return (grad_value.to(value_in.dtype) if need_value else None,
+                grad_locations.to(locations_in.dtype) if need_locations else None,
+                grad_attention.to(attention_in.dtype) if need_attention else None, None, None)
 
 
 def ms_deform_attn_sample(
@@ -223,6 +231,7 @@ def ms_deform_attn_sample(
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
     recompute_in_backward: bool = False,
+    compute_dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
     """Weighted bilinear sampling of a multi-level value map.
 
@@ -235,17 +244,21 @@ def ms_deform_attn_sample(
             top-left rows and the corner weights in backward (hand-written backward) instead of letting
             autograd store them and their intermediates. Float32/float64 only; other dtypes take the
             autograd path.
+        compute_dtype: dtype of the sampling (default: value's). Inputs are upcast to it; with
+            ``recompute_in_backward`` they are kept for backward in the precision they came in.
     Returns:
-        (B, Lq, M * Dh).
+        (B, Lq, M * Dh) in ``compute_dtype``.
     """
     if sum(h * w for h, w in spatial_shapes) != value.shape[1]:
         raise ValueError(f"spatial_shapes {spatial_shapes} do not cover the {value.shape[1]} value tokens")
     tracking = torch.is_grad_enabled() and (
         value.requires_grad or sampling_locations.requires_grad or attention_weights.requires_grad
     )
-    if tracking and recompute_in_backward and value.dtype in (torch.float32, torch.float64):
-        return _RecomputedBagSample.apply(value, sampling_locations, attention_weights, spatial_shapes)
-    return _sample(value, spatial_shapes, sampling_locations, attention_weights)
+    compute_dtype = compute_dtype or value.dtype
+    if tracking and recompute_in_backward and compute_dtype in (torch.float32, torch.float64):
+        return _RecomputedBagSample.apply(value, sampling_locations, attention_weights, spatial_shapes, compute_dtype)
+    return _sample(value.to(compute_dtype), spatial_shapes, sampling_locations.to(compute_dtype),
+                   attention_weights.to(compute_dtype))
 
 
 class MSDeformAttn(nn.Module):
@@ -319,9 +332,11 @@ class MSDeformAttn(nn.Module):
         )
         weights = self.attention_weights(query).view(batch, num_queries, self.n_heads, self.n_levels * self.n_points)
         weights = weights.softmax(-1).view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
+        # value and weights go to the sampling in their own dtype: it upcasts them itself (and keeps the
+        # smaller originals for backward); the locations are computed here, so they are float32 from the start
+        sample_dtype = torch.float32 if self.sample_in_fp32 else None
         if self.sample_in_fp32:
-            value, offsets, weights = value.float(), offsets.float(), weights.float()
-            reference_points = reference_points.float()
+            offsets, reference_points = offsets.float(), reference_points.float()
         if reference_points.shape[-1] == 2:
             normalizer = torch.tensor(
                 [[w, h] for h, w in spatial_shapes], dtype=offsets.dtype, device=offsets.device
@@ -336,7 +351,9 @@ class MSDeformAttn(nn.Module):
             raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
         if self.sample_in_fp32 and torch.is_autocast_enabled(value.device.type):
             with torch.autocast(value.device.type, enabled=False):
-                output = ms_deform_attn_sample(value, spatial_shapes, locations, weights, self.recompute_sampling)
+                output = ms_deform_attn_sample(value, spatial_shapes, locations, weights, self.recompute_sampling,
+                                               sample_dtype)
         else:
-            output = ms_deform_attn_sample(value, spatial_shapes, locations, weights, self.recompute_sampling)
+            output = ms_deform_attn_sample(value, spatial_shapes, locations, weights, self.recompute_sampling,
+                                           sample_dtype)
         return self.output_proj(output.to(query.dtype))

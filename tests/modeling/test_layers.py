@@ -61,6 +61,19 @@ def test_recomputed_ffn_under_bf16_autocast_matches_the_plain_one():
         assert torch.allclose(plain.float(), recomputed.float(), rtol=2e-2, atol=2e-2)
 
 
+def test_recomputed_ffn_under_autocast_keeps_x_in_the_autocast_dtype():
+    # linear1 only ever reads x cast to bfloat16: the float32 x need not be kept (half the bytes)
+    linear1, dropout, linear2 = _ffn()
+    x = torch.randn(64, 8, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append((t.numel(), t.dtype)) or t, lambda t: t):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = feed_forward(x, linear1, dropout, linear2, recompute_hidden=True)
+    assert (x.numel(), torch.bfloat16) in saved and (x.numel(), torch.float32) not in saved
+    out.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and x.grad.abs().sum() > 0
+
+
 def test_recomputation_refuses_dropout():
     linear1, dropout, linear2 = _ffn(dropout=0.1)
     with pytest.raises(ValueError, match="FFN_RECOMPUTE needs MODEL.ESTS.DROPOUT 0"):

@@ -202,3 +202,36 @@ def test_half_precision_sampling_reads_the_right_canvas_cells():
     half = ms_deform_attn_sample(value.bfloat16(), shapes, locations.bfloat16(), weights.bfloat16())
     assert half.dtype == torch.bfloat16
     assert torch.allclose(half[..., 0].float(), expected, atol=0.02)
+
+
+def _saved_dtypes_by_numel(fn):
+    saved = {}
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.setdefault(t.numel(), set()).add(t.dtype) or t,
+                                                  lambda t: t):
+        out = fn()
+    return out, saved
+
+
+def test_low_precision_inputs_are_saved_as_they_came_and_give_the_upcast_gradients():
+    # autocast hands over bfloat16 values and softmax weights; sampling in float32 after an outside upcast
+    # (autograd's ToCopy) is the reference: same outputs and gradients, bit for bit, but half the saved bytes
+    gen = torch.Generator().manual_seed(6)
+    shapes = [(4, 6), (2, 3)]
+    value = torch.randn(2, 30, 2, 4, generator=gen).bfloat16()
+    locations = torch.rand(2, 5, 2, 2, 3, 2, generator=gen) * 1.2 - 0.1
+    weights = torch.rand(2, 5, 2, 2, 3, generator=gen).bfloat16()
+    upstream = torch.randn(2, 5, 8, generator=gen)
+    results = []
+    for inside in (False, True):
+        inputs = [t.clone().requires_grad_() for t in (value, locations, weights)]
+        if inside:
+            out, saved = _saved_dtypes_by_numel(lambda: ms_deform_attn_sample(
+                inputs[0], shapes, inputs[1], inputs[2], recompute_in_backward=True, compute_dtype=torch.float32))
+        else:
+            out = ms_deform_attn_sample(inputs[0].float(), shapes, inputs[1], inputs[2].float(),
+                                        recompute_in_backward=True)
+        (out * upstream).sum().backward()
+        results.append([out.detach()] + [t.grad for t in inputs])
+    for name, mine, ref in zip(("output", "value", "locations", "weights"), results[1], results[0]):
+        assert mine.dtype == ref.dtype and torch.equal(mine, ref), name
+    assert saved[value.numel()] == {torch.bfloat16} and saved[weights.numel()] == {torch.bfloat16}
