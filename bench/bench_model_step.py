@@ -111,7 +111,8 @@ def main():
     built = time.perf_counter()
     record = {"mode": args.mode, "size": args.size, "dtype": args.dtype, "threads": args.threads,
               "device": args.device, "activation_checkpoint": args.activation_checkpoint,
-              "deform_recompute": not args.no_deform_recompute, "ffn_recompute": not args.no_ffn_recompute, "build_s": round(built - start, 2)}
+              "deform_recompute": not args.no_deform_recompute, "ffn_recompute": not args.no_ffn_recompute,
+              "build_s": round(built - start, 2)}
     if args.mode == "eval":
         model.eval()
         with torch.no_grad(), autocast:

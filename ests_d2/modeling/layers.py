@@ -76,6 +76,18 @@ def multihead_attention(module: nn.MultiheadAttention, query, key, value, attn_m
 # rows of the FFN processed at once when the hidden activations are recomputed: a 2048 x d_ffn float32
 # block is 16 MiB, small enough for the allocator to reuse (larger blocks are fresh, page-faulted mappings
 # every time) and for the GEMMs to stay efficient
+def autocast_matmul_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as autocast would cast it for a matmul; ``x`` itself when autocast is off.
+
+    Autocast casts a float32 activation again for every linear that reads it, and each linear keeps its own
+    copy for backward. Casting once beforehand gives the linears the same values and one shared copy.
+    """
+    device_type = x.device.type
+    if torch.is_autocast_enabled(device_type) and x.is_floating_point() and x.dtype != torch.float64:
+        return x.to(torch.get_autocast_dtype(device_type))
+    return x
+
+
 _FFN_CHUNK_ROWS = 2048
 
 
@@ -92,13 +104,11 @@ class _HiddenRecomputedFFN(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight1, bias1, weight2, bias2):
         device_type = x.device.type
-        autocast_enabled = torch.is_autocast_enabled(device_type)
-        ctx.autocast = (device_type, autocast_enabled, torch.get_autocast_dtype(device_type))
+        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
         ctx.x_dtype = x.dtype
-        # Under autocast linear1 only ever reads x cast to the autocast dtype, in forward, in the recomputation
-        # and in its weight gradient: keeping that cast instead of x itself halves what is saved, same values.
-        if autocast_enabled and x.is_floating_point() and x.dtype != torch.float64:
-            x = x.to(torch.get_autocast_dtype(device_type))
+        # linear1 only ever reads x as autocast casts it (forward, recomputation, weight gradient): keeping
+        # that cast instead of a float32 x halves what is saved, same values
+        x = autocast_matmul_input(x)
         ctx.save_for_backward(x, weight1, bias1, weight2)
         blocks = [F.linear(F.relu(F.linear(rows, weight1, bias1), inplace=True), weight2, bias2)
                   for rows in x.reshape(-1, x.shape[-1]).split(_FFN_CHUNK_ROWS)]

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import autocast_matmul_input
+
 # zero rows/columns around every level: a top-left corner clamped to -2 or to the map size reads two of them
 _BORDER = 2
 
@@ -327,10 +329,12 @@ class MSDeformAttn(nn.Module):
         if padding_mask is not None:
             value = value.masked_fill_(padding_mask.reshape(-1, 1), 0.0)
         value = value.view(batch, num_tokens, self.n_heads, self.d_model // self.n_heads)
-        offsets = self.sampling_offsets(query).view(
+        query_cast = autocast_matmul_input(query)  # read by two linears: one cast, one copy kept for backward
+        offsets = self.sampling_offsets(query_cast).view(
             batch, num_queries, self.n_heads, self.n_levels, self.n_points, 2
         )
-        weights = self.attention_weights(query).view(batch, num_queries, self.n_heads, self.n_levels * self.n_points)
+        weights = self.attention_weights(query_cast).view(
+            batch, num_queries, self.n_heads, self.n_levels * self.n_points)
         weights = weights.softmax(-1).view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
         # value and weights go to the sampling in their own dtype: it upcasts them itself (and keeps the
         # smaller originals for backward); the locations are computed here, so they are float32 from the start

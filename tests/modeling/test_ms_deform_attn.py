@@ -235,3 +235,27 @@ def test_low_precision_inputs_are_saved_as_they_came_and_give_the_upcast_gradien
     for name, mine, ref in zip(("output", "value", "locations", "weights"), results[1], results[0]):
         assert mine.dtype == ref.dtype and torch.equal(mine, ref), name
     assert saved[value.numel()] == {torch.bfloat16} and saved[weights.numel()] == {torch.bfloat16}
+
+
+def test_query_is_cast_once_for_both_projections_under_autocast():
+    # sampling_offsets and attention_weights read the same query: one bfloat16 copy kept for backward, not two
+    torch.manual_seed(0)
+    attn = MSDeformAttn(d_model=16, n_levels=1, n_heads=2, n_points=2, recompute_sampling=True)
+    for projection in (attn.sampling_offsets, attn.attention_weights):
+        torch.nn.init.normal_(projection.weight, std=0.1)  # the official init zeros them: no query gradient
+    leaf = torch.randn(1, 7, 16, requires_grad=True)
+    query = leaf * 1.0  # a computed activation: autocast caches its casts of leaves only
+    memory = torch.randn(1, 12, 16, requires_grad=True)
+    storages = set()
+
+    def pack(t):
+        if t.dtype == torch.bfloat16 and t.numel() == query.numel() and torch.equal(
+                t.reshape(-1), query.detach().bfloat16().reshape(-1)):
+            storages.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attn(query, torch.rand(1, 7, 1, 2), memory, [(3, 4)])
+    assert len(storages) == 1
+    out.float().sum().backward()
+    assert leaf.grad.dtype == torch.float32 and leaf.grad.abs().sum() > 0
