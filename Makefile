@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEMO_CONFIG ?= configs/ESTS/Synthetic-Tiny.yaml
 DEMO_OUTPUT ?= output/demo
 # The GPU when there is one (evaluated after setup, when torch exists).
-DEMO_DEVICE ?= $(shell $(PY) -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')" 2>/dev/null)
+DEMO_DEVICE ?= $(shell $(PY) -c "from ests_d2.engine.launch import available_device; print(available_device('cuda'))" 2>/dev/null)
 
 .PHONY: setup demo test bench
 setup:

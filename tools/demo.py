@@ -10,13 +10,13 @@ import glob
 import os
 
 import cv2
-import torch
 import tqdm
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 
 import ests_d2.modeling  # noqa: F401  (registers the ESTS meta-architecture)
 from ests_d2.config import load_ests_config
+from ests_d2.engine.launch import available_device
 from ests_d2.utils.visualization import (
     draw_text_instances, instances_to_records, select_confident, write_prediction_json,
 )
@@ -50,9 +50,7 @@ def main():
     args = parser.parse_args()
 
     cfg = load_ests_config(args.config_file, args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"  # a demo should run anywhere; say so rather than crash
-        print("CUDA is not available: running on the CPU")
+    cfg.MODEL.DEVICE = available_device(cfg.MODEL.DEVICE)  # a demo should run anywhere
     cfg.freeze()
 
     files = expand_inputs(args.input)

@@ -16,11 +16,11 @@ import argparse
 import json
 import os
 
-import torch
 import tqdm
 from tabulate import tabulate
 
 from ests_d2.config import load_ests_config
+from ests_d2.engine.launch import available_device
 from ests_d2.utils.memory_planner import (
     CASES, parse_bytes, plot_memory_curve, recommend, run_case, worst_case_shape,
 )
@@ -56,11 +56,11 @@ def format_table(rows, headers):
 def main(argv=None):
     args = parse_args(argv)
     cfg = load_ests_config(args.config_file, args.opts)
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        # Measure what can be measured here rather than fail every case; the table says "cpu".
-        print("CUDA is not available: measuring CPU training steps (peak RSS) instead")
-        args.opts = list(args.opts) + ["MODEL.DEVICE", "cpu"]
-        cfg.MODEL.DEVICE = "cpu"
+    device = available_device(cfg.MODEL.DEVICE)
+    if device != cfg.MODEL.DEVICE:
+        # Measure what can be measured here (CPU peak RSS) rather than fail every case; the table says "cpu".
+        args.opts = list(args.opts) + ["MODEL.DEVICE", device]
+        cfg.MODEL.DEVICE = device
     images = args.images_per_gpu or max(1, cfg.SOLVER.IMS_PER_BATCH // args.num_gpus)
     max_size = cfg.INPUT.MAX_SIZE_TRAIN
     short_sides = list(cfg.INPUT.MIN_SIZE_TRAIN)

@@ -14,11 +14,23 @@ import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
-__all__ = ["launch", "DEFAULT_TIMEOUT"]
+__all__ = ["launch", "available_device", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
 logger = logging.getLogger(__name__)
+
+
+def available_device(requested: str) -> str:
+    """``requested`` (a MODEL.DEVICE value), or ``"cpu"`` when it names CUDA and this machine has none.
+
+    For the tools that should run anywhere (demo, memory planner, ``make demo``); training and evaluation
+    keep the configured device and fail loudly instead.
+    """
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning("MODEL.DEVICE is %s but CUDA is not available: using the CPU", requested)
+        return "cpu"
+    return requested
 
 
 def _free_port() -> int:

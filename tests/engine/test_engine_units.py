@@ -194,3 +194,12 @@ def test_metric_printer_survives_two_writes_at_one_iteration():
 
 def test_single_process_launch_calls_main_in_process():
     assert launch(lambda x: x + 1, 1, args=(41,)) == 42
+
+
+def test_available_device_falls_back_to_cpu_only_for_missing_cuda(monkeypatch):
+    from ests_d2.engine.launch import available_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert [available_device(d) for d in ("cuda", "cuda:1", "cpu")] == ["cpu", "cpu", "cpu"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert [available_device(d) for d in ("cuda", "cuda:1", "cpu")] == ["cuda", "cuda:1", "cpu"]
