@@ -32,6 +32,29 @@ def box_cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
     return torch.stack((cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h), dim=-1)
 
 
+class _RowMean(torch.autograd.Function):
+    """``avg_pool2d`` over all rows of (N, C, H, W), bit for bit, without keeping the input for backward.
+
+    ``avg_pool2d``'s backward is handed its input only for the shape; for the (instances, D, 8, 25) RoI
+    features that is the largest tensor of the recognition branch. Its gradient is grad / H on every row,
+    which is what this backward returns (as a broadcast view, no copy).
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.rows = x.shape[2]
+        return F.avg_pool2d(x, (x.shape[2], 1), stride=1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (grad / ctx.rows).expand(-1, -1, ctx.rows, -1)
+
+
+def row_mean(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, 1, W): the mean over the H rows, computed as the official ``avg_pool2d``."""
+    return _RowMean.apply(x)
+
+
 def multihead_attention(module: nn.MultiheadAttention, query, key, value, attn_mask=None, same_qk: bool = False):
     """Batch-first multi-head attention with the parameters of an ``nn.MultiheadAttention``.
 

@@ -4,14 +4,13 @@ import math
 from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels, convert_boxes_to_pooler_format
 from detectron2.structures import Boxes
 from torch import nn
 
 from .decoder import ESTSDecoder
 from .encoder import DeformableEncoder
-from .layers import MLP, box_cxcywh_to_xyxy
+from .layers import MLP, box_cxcywh_to_xyxy, row_mean
 
 
 class RectangularROIPooler(ROIPooler):
@@ -226,6 +225,6 @@ class ESTSTransformer(nn.Module):
         boxes = torch.clamp(boxes, min=0) * 8
         box_lists = [Boxes(b) for b in boxes]
         pooled = self.pooler(feats, box_lists)  # (B*N, D, rows, T)
-        pooled = F.avg_pool2d(pooled, (pooled.shape[2], 1), stride=1)
+        pooled = row_mean(pooled)
         features = pooled.reshape(batch, num_inst, self.d_model, -1).permute(0, 1, 3, 2)
         return features, self.pooler.box_levels(box_lists).view(batch, num_inst)

@@ -117,3 +117,23 @@ def test_multihead_attention_does_not_keep_the_attention_probabilities():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
         multihead_attention(module, x, x, x, attn_mask=torch.rand(37, 37) > 0.9, same_qk=True)
     assert shapes and not [s for s in shapes if s[-2:] == (37, 37) and len(s) > 2]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_row_mean_is_avg_pool2d_bit_for_bit_without_keeping_its_input(dtype):
+    from ests_d2.modeling.layers import row_mean
+
+    torch.manual_seed(0)
+    x = (torch.randn(6, 4, 8, 5) * 10).to(dtype)
+    upstream = torch.randn(6, 4, 1, 5).to(dtype)
+    results = []
+    for fn in (row_mean, lambda t: torch.nn.functional.avg_pool2d(t, (8, 1), stride=1)):
+        leaf = x.clone().requires_grad_()
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            out = fn(leaf)
+        out.backward(upstream)
+        results.append((out, leaf.grad, saved))
+    (mine, mine_grad, mine_saved), (ref, ref_grad, ref_saved) = results
+    assert torch.equal(mine, ref) and torch.equal(mine_grad, ref_grad)
+    assert x.numel() in ref_saved and x.numel() not in mine_saved
