@@ -1,4 +1,8 @@
 """Small building blocks shared by the ESTS transformer and heads."""
+import contextlib
+import weakref
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -109,6 +113,32 @@ def autocast_matmul_input(x: torch.Tensor) -> torch.Tensor:
     if torch.is_autocast_enabled(device_type) and x.is_floating_point() and x.dtype != torch.float64:
         return x.to(torch.get_autocast_dtype(device_type))
     return x
+
+
+@contextlib.contextmanager
+def recomputed_when_saved(tensor: torch.Tensor, recompute: Callable[[], torch.Tensor]):
+    """Inside the block, autograd saves ``recompute`` instead of ``tensor``; backward calls it to get it back.
+
+    For a cheap-to-rebuild tensor (one projection of inputs that are saved anyway) that only a later op keeps
+    for backward. ``recompute`` runs under the autocast state of the block, so it reproduces the tensor bit for
+    bit; it must only read tensors that stay alive anyway, or it keeps them alive instead.
+    """
+    device_type = tensor.device.type
+    autocast_state = (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+    # every tensor saved in the block keeps the hooks alive: a strong reference here would keep ``tensor`` too
+    tensor_ref = weakref.ref(tensor)
+
+    def pack(saved):
+        return recompute if saved is tensor_ref() else saved
+
+    def unpack(packed):
+        if packed is not recompute:
+            return packed
+        with torch.no_grad(), torch.autocast(device_type, dtype=autocast_state[1], enabled=autocast_state[0]):
+            return recompute()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        yield
 
 
 _FFN_CHUNK_ROWS = 2048

@@ -13,6 +13,7 @@ a corner outside its map reads a zero, exactly like ``grid_sample``'s zeros padd
 index (not four), no inside/outside masks, and every pass over the samples is four times shorter; the four
 corners become four bag sums over shifted views of the same canvas.
 """
+import contextlib
 import math
 import warnings
 from typing import List, NamedTuple, Optional, Tuple
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import autocast_matmul_input
+from .layers import autocast_matmul_input, recomputed_when_saved
 
 # zero rows/columns around every level: a top-left corner clamped to -2 or to the map size reads two of them
 _BORDER = 2
@@ -324,11 +325,17 @@ class MSDeformAttn(nn.Module):
         """
         batch, num_queries, _ = query.shape
         num_tokens = value_input.shape[1]
-        # on 2-D rows the projection is a fresh tensor (not a view), so the padding is zeroed in place
-        value = self.value_proj(value_input.reshape(batch * num_tokens, -1))
-        if padding_mask is not None:
-            value = value.masked_fill_(padding_mask.reshape(-1, 1), 0.0)
-        value = value.view(batch, num_tokens, self.n_heads, self.d_model // self.n_heads)
+        # cast once: the projection keeps this very tensor for backward, so recomputing from it costs no memory
+        value_rows = autocast_matmul_input(value_input.reshape(batch * num_tokens, -1))
+
+        def project_values():
+            # on 2-D rows the projection is a fresh tensor (not a view), so the padding is zeroed in place
+            value = self.value_proj(value_rows)
+            if padding_mask is not None:
+                value = value.masked_fill_(padding_mask.reshape(-1, 1), 0.0)
+            return value.view(batch, num_tokens, self.n_heads, self.d_model // self.n_heads)
+
+        value = project_values()
         query_cast = autocast_matmul_input(query)  # read by two linears: one cast, one copy kept for backward
         offsets = self.sampling_offsets(query_cast).view(
             batch, num_queries, self.n_heads, self.n_levels, self.n_points, 2
@@ -353,11 +360,13 @@ class MSDeformAttn(nn.Module):
             )
         else:
             raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
-        if self.sample_in_fp32 and torch.is_autocast_enabled(value.device.type):
-            with torch.autocast(value.device.type, enabled=False):
-                output = ms_deform_attn_sample(value, spatial_shapes, locations, weights, self.recompute_sampling,
-                                               sample_dtype)
-        else:
+        # the sampling keeps the values for backward: with recompute_sampling it gets the projection redone
+        # (one matmul) instead, which frees a (B, S, C) tensor per layer for the whole step
+        keep_values = (recomputed_when_saved(value, project_values) if self.recompute_sampling
+                       else contextlib.nullcontext())
+        no_autocast = (torch.autocast(value.device.type, enabled=False) if self.sample_in_fp32
+                       else contextlib.nullcontext())
+        with keep_values, no_autocast:
             output = ms_deform_attn_sample(value, spatial_shapes, locations, weights, self.recompute_sampling,
                                            sample_dtype)
         return self.output_proj(output.to(query.dtype))

@@ -259,3 +259,50 @@ def test_query_is_cast_once_for_both_projections_under_autocast():
     assert len(storages) == 1
     out.float().sum().backward()
     assert leaf.grad.dtype == torch.float32 and leaf.grad.abs().sum() > 0
+
+
+def _attn_with_random_projections(recompute):
+    torch.manual_seed(0)
+    attn = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=2, recompute_sampling=recompute)
+    for projection in (attn.sampling_offsets, attn.attention_weights):
+        torch.nn.init.normal_(projection.weight, std=0.1)
+    return attn
+
+
+def _attn_step(attn, autocast):
+    gen = torch.Generator().manual_seed(7)
+    query = torch.randn(2, 5, 16, generator=gen, requires_grad=True)
+    memory = torch.randn(2, 15, 16, generator=gen, requires_grad=True)
+    padding = torch.zeros(2, 15, dtype=torch.bool)
+    padding[1, -3:] = True
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = attn(query, torch.rand(2, 5, 2, 4, generator=gen), memory, [(3, 4), (1, 3)], padding)
+    out.float().square().sum().backward()
+    return [out.detach(), query.grad, memory.grad] + [p.grad for p in attn.parameters()]
+
+
+def test_recomputed_sampling_does_not_keep_the_projected_values():
+    import gc
+    import weakref
+
+    attn = _attn_with_random_projections(recompute=True)
+    projected = []
+    attn.value_proj.register_forward_hook(lambda module, inputs, output: projected.append(weakref.ref(output)))
+    query, memory = torch.randn(1, 5, 16, requires_grad=True), torch.randn(1, 15, 16, requires_grad=True)
+    out = attn(query, torch.rand(1, 5, 2, 2), memory, [(3, 4), (1, 3)])
+    gc.collect()
+    assert projected and projected[0]() is None  # nothing holds the projection between forward and backward
+    out.sum().backward()
+    assert memory.grad.abs().sum() > 0 and attn.value_proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_recomputed_values_give_the_stored_values_gradients_bit_for_bit(monkeypatch, autocast):
+    import contextlib
+
+    from ests_d2.modeling import ms_deform_attn
+
+    recomputed = _attn_step(_attn_with_random_projections(recompute=True), autocast)
+    monkeypatch.setattr(ms_deform_attn, "recomputed_when_saved", lambda *args: contextlib.nullcontext())
+    stored = _attn_step(_attn_with_random_projections(recompute=True), autocast)
+    assert all(torch.equal(a, b) for a, b in zip(recomputed, stored))
