@@ -1,7 +1,7 @@
 """Small building blocks shared by the ESTS transformer and heads."""
 import contextlib
 import weakref
-from typing import Callable
+from typing import Callable, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -116,26 +116,29 @@ def autocast_matmul_input(x: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def recomputed_when_saved(tensor: torch.Tensor, recompute: Callable[[], torch.Tensor]):
-    """Inside the block, autograd saves ``recompute`` instead of ``tensor``; backward calls it to get it back.
+def recomputed_when_saved(*recipes: Tuple[torch.Tensor, Callable[[], torch.Tensor]]):
+    """Inside the block, autograd saves a recipe ``(tensor, recompute)``'s function instead of its tensor, and
+    backward calls it to get the tensor back.
 
-    For a cheap-to-rebuild tensor (one projection of inputs that are saved anyway) that only a later op keeps
+    For cheap-to-rebuild tensors (a projection of inputs that are saved anyway) that only a later op keeps
     for backward. ``recompute`` runs under the autocast state of the block, so it reproduces the tensor bit for
-    bit; it must only read tensors that stay alive anyway, or it keeps them alive instead.
+    bit; it must only read tensors that stay alive anyway, or it keeps them alive instead. One block takes
+    all recipes: of nested saved-tensor hooks only the innermost apply.
     """
-    device_type = tensor.device.type
+    device_type = recipes[0][0].device.type
     autocast_state = (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
-    # every tensor saved in the block keeps the hooks alive: a strong reference here would keep ``tensor`` too
-    tensor_ref = weakref.ref(tensor)
+    # every tensor saved in the block keeps the hooks alive: strong references here would keep the tensors too
+    recipe_refs = [(weakref.ref(tensor), recompute) for tensor, recompute in recipes]
+    recomputes = {id(recompute) for _, recompute in recipes}
 
     def pack(saved):
-        return recompute if saved is tensor_ref() else saved
+        return next((recompute for ref, recompute in recipe_refs if saved is ref()), saved)
 
     def unpack(packed):
-        if packed is not recompute:
+        if id(packed) not in recomputes:
             return packed
         with torch.no_grad(), torch.autocast(device_type, dtype=autocast_state[1], enabled=autocast_state[0]):
-            return recompute()
+            return packed()
 
     with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
         yield

@@ -311,6 +311,25 @@ class MSDeformAttn(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.zeros_(self.output_proj.bias)
 
+    def _sampling_locations(self, query, reference_points, spatial_shapes):
+        """(B, Lq, M, L, P, 2) normalised sampling points: reference points moved by the projected offsets."""
+        batch, num_queries, _ = query.shape
+        offsets = self.sampling_offsets(query).view(batch, num_queries, self.n_heads, self.n_levels,
+                                                    self.n_points, 2)
+        if self.sample_in_fp32:  # the locations are the sampling's input: float32 from the start
+            offsets, reference_points = offsets.float(), reference_points.float()
+        if reference_points.shape[-1] == 2:
+            normalizer = torch.tensor(
+                [[w, h] for h, w in spatial_shapes], dtype=offsets.dtype, device=offsets.device
+            )
+            return reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        if reference_points.shape[-1] == 4:
+            return (
+                reference_points[:, :, None, :, None, :2]
+                + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5
+            )
+        raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
+
     def forward(self, query, reference_points, value_input, spatial_shapes, padding_mask=None):
         """
         Args:
@@ -337,36 +356,23 @@ class MSDeformAttn(nn.Module):
 
         value = project_values()
         query_cast = autocast_matmul_input(query)  # read by two linears: one cast, one copy kept for backward
-        offsets = self.sampling_offsets(query_cast).view(
-            batch, num_queries, self.n_heads, self.n_levels, self.n_points, 2
-        )
         weights = self.attention_weights(query_cast).view(
             batch, num_queries, self.n_heads, self.n_levels * self.n_points)
         weights = weights.softmax(-1).view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
+        locations = self._sampling_locations(query_cast, reference_points, spatial_shapes)
         # value and weights go to the sampling in their own dtype: it upcasts them itself (and keeps the
-        # smaller originals for backward); the locations are computed here, so they are float32 from the start
+        # smaller originals for backward)
         sample_dtype = torch.float32 if self.sample_in_fp32 else None
-        if self.sample_in_fp32:
-            offsets, reference_points = offsets.float(), reference_points.float()
-        if reference_points.shape[-1] == 2:
-            normalizer = torch.tensor(
-                [[w, h] for h, w in spatial_shapes], dtype=offsets.dtype, device=offsets.device
-            )
-            locations = reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        elif reference_points.shape[-1] == 4:
-            locations = (
-                reference_points[:, :, None, :, None, :2]
-                + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5
-            )
-        else:
-            raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
-        # the sampling keeps the values for backward: with recompute_sampling it gets the projection redone
-        # (one matmul) instead, which frees a (B, S, C) tensor per layer for the whole step
-        keep_values = (recomputed_when_saved(value, project_values) if self.recompute_sampling
-                       else contextlib.nullcontext())
+        # The sampling keeps values and locations for backward. With recompute_sampling it keeps how to redo
+        # them instead (one matmul each, from inputs kept anyway): a (B, S, C) and a (B, Lq, M, L, P, 2)
+        # tensor less per layer for the whole step.
+        keep_inputs = (recomputed_when_saved(
+            (value, project_values),
+            (locations, lambda: self._sampling_locations(query_cast, reference_points, spatial_shapes)),
+        ) if self.recompute_sampling else contextlib.nullcontext())
         no_autocast = (torch.autocast(value.device.type, enabled=False) if self.sample_in_fp32
                        else contextlib.nullcontext())
-        with keep_values, no_autocast:
+        with keep_inputs, no_autocast:  # in this order: the recomputation runs under the forward's autocast
             output = ms_deform_attn_sample(value, spatial_shapes, locations, weights, self.recompute_sampling,
                                            sample_dtype)
         return self.output_proj(output.to(query.dtype))

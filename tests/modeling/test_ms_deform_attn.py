@@ -281,17 +281,27 @@ def _attn_step(attn, autocast):
     return [out.detach(), query.grad, memory.grad] + [p.grad for p in attn.parameters()]
 
 
-def test_recomputed_sampling_does_not_keep_the_projected_values():
+@pytest.mark.parametrize("reference_coords", [2, 4])
+def test_recomputed_sampling_keeps_neither_values_nor_locations(reference_coords):
     import gc
     import weakref
 
     attn = _attn_with_random_projections(recompute=True)
-    projected = []
+    projected, located = [], []
     attn.value_proj.register_forward_hook(lambda module, inputs, output: projected.append(weakref.ref(output)))
+    sampling_locations = attn._sampling_locations
+
+    def spy(*args):
+        locations = sampling_locations(*args)
+        located.append(weakref.ref(locations))
+        return locations
+
+    attn._sampling_locations = spy
     query, memory = torch.randn(1, 5, 16, requires_grad=True), torch.randn(1, 15, 16, requires_grad=True)
-    out = attn(query, torch.rand(1, 5, 2, 2), memory, [(3, 4), (1, 3)])
+    out = attn(query, torch.rand(1, 5, 2, reference_coords), memory, [(3, 4), (1, 3)])
     gc.collect()
-    assert projected and projected[0]() is None  # nothing holds the projection between forward and backward
+    # nothing holds them between forward and backward
+    assert len(projected) == len(located) == 1 and projected[0]() is None and located[0]() is None
     out.sum().backward()
     assert memory.grad.abs().sum() > 0 and attn.value_proj.weight.grad.abs().sum() > 0
 
