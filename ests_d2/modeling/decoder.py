@@ -8,6 +8,7 @@ also drive the layer-to-layer updates.
 
 Layout: the decoder state is batch-first (B, N, K, D), K = 1 + T slots.
 """
+from functools import partial
 from typing import Dict, List, Optional
 
 import torch
@@ -71,9 +72,10 @@ class ESTSDecoderLayer(nn.Module):
         diagonal = torch.full((num_slots, num_slots), 0.0, dtype=x.dtype, device=x.device)
         diagonal.fill_diagonal_(float("-inf"))
         attn = multihead_attention(self.attn_m, x + text_pos, language + text_pos, language, attn_mask=diagonal)
-        x = self.norm_m(x + self.dropout_m(attn))
+        residual = x + self.dropout_m(attn)
+        x = self.norm_m(residual)
         x = self.norm3_m(x + self.dropout4_m(feed_forward(x, self.linear1_m, self.dropout3_m, self.linear2_m,
-                                                          self.ffn_recompute)))
+                                                          self.ffn_recompute, partial(self.norm_m, residual))))
         # 2. intra-instance self-attention over the K slots
         qk = x + text_pos
         attn = multihead_attention(self.attn_intra, qk, qk, x, same_qk=True)
@@ -89,9 +91,11 @@ class ESTSDecoderLayer(nn.Module):
         query = (x + query_pos[:, :, None]).reshape(batch, num_inst * num_slots, dim)
         reference = box_reference[:, :, None].expand(-1, -1, num_slots, -1, -1).flatten(1, 2)
         attn = self.cross_attn(query, reference, memory, spatial_shapes, padding_mask)
-        x = self.norm1(x + self.dropout1(attn.view(batch, num_inst, num_slots, dim)))
+        residual = x + self.dropout1(attn.view(batch, num_inst, num_slots, dim))
+        x = self.norm1(residual)
         # 5. FFN
-        x = self.norm3(x + self.dropout4(feed_forward(x, self.linear1, self.dropout3, self.linear2, self.ffn_recompute)))
+        x = self.norm3(x + self.dropout4(feed_forward(x, self.linear1, self.dropout3, self.linear2,
+                                                      self.ffn_recompute, partial(self.norm1, residual))))
         return x
 
 

@@ -1,4 +1,5 @@
 """Deformable transformer encoder (6 post-norm layers, no final norm)."""
+from functools import partial
 from typing import List, Tuple
 
 import torch
@@ -42,8 +43,10 @@ class DeformableEncoderLayer(nn.Module):
             index = token_index[..., None].expand(-1, -1, src.shape[-1])
             value_input = src.new_zeros(src.shape[0], padding_mask.shape[1], src.shape[-1]).scatter(1, index, src)
         attn = self.self_attn(src + pos, reference_points, value_input, spatial_shapes, padding_mask)
-        src = self.norm1(src + self.dropout1(attn))
-        ffn = feed_forward(src, self.linear1, self.dropout2, self.linear2, self.ffn_recompute)
+        residual = src + self.dropout1(attn)
+        src = self.norm1(residual)
+        ffn = feed_forward(src, self.linear1, self.dropout2, self.linear2, self.ffn_recompute,
+                           rebuild_input=partial(self.norm1, residual))
         return self.norm2(src + self.dropout3(ffn))
 
 

@@ -1,7 +1,7 @@
 """Small building blocks shared by the ESTS transformer and heads."""
 import contextlib
 import weakref
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -161,10 +161,6 @@ class _HiddenRecomputedFFN(torch.autograd.Function):
     def forward(ctx, x, weight1, bias1, weight2, bias2):
         device_type = x.device.type
         ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
-        ctx.x_dtype = x.dtype
-        # linear1 only ever reads x as autocast casts it (forward, recomputation, weight gradient): keeping
-        # that cast instead of a float32 x halves what is saved, same values
-        x = autocast_matmul_input(x)
         ctx.save_for_backward(x, weight1, bias1, weight2)
         blocks = [F.linear(F.relu(F.linear(rows, weight1, bias1), inplace=True), weight2, bias2)
                   for rows in x.reshape(-1, x.shape[-1]).split(_FFN_CHUNK_ROWS)]
@@ -195,7 +191,7 @@ class _HiddenRecomputedFFN(torch.autograd.Function):
                 grad_weight1 = grad_weight1 + grad_hidden.t() @ rows.to(dtype)
             if need_bias1:
                 grad_bias1 = grad_bias1 + grad_hidden.sum(0)
-        grad_x = torch.cat(grad_x_blocks).view(x.shape).to(ctx.x_dtype) if need_x else None
+        grad_x = torch.cat(grad_x_blocks).view(x.shape).to(x.dtype) if need_x else None
         return (grad_x, grad_weight1.to(weight1.dtype) if need_weight1 else None,
                 grad_bias1.to(bias1.dtype) if need_bias1 else None,
                 grad_weight2.to(weight2.dtype) if need_weight2 else None,
@@ -203,18 +199,27 @@ class _HiddenRecomputedFFN(torch.autograd.Function):
 
 
 def feed_forward(x: torch.Tensor, linear1: nn.Linear, dropout: nn.Dropout, linear2: nn.Linear,
-                 recompute_hidden: bool = False) -> torch.Tensor:
+                 recompute_hidden: bool = False, rebuild_input: Optional[Callable[[], torch.Tensor]] = None
+                 ) -> torch.Tensor:
     """The transformer FFN ``linear2(dropout(relu(linear1(x))))``.
 
     Args:
         recompute_hidden: in training (``linear1.training`` and autograd on), store x instead of the hidden
             activations and recompute them in backward (``MODEL.ESTS.FFN_RECOMPUTE``); needs dropout 0, like
             every official ESTS config.
+        rebuild_input: with ``recompute_hidden``, how backward gets x back (x is a LayerNorm output, and the
+            norm keeps its input anyway), so that not even x is stored.
     """
     if recompute_hidden and linear1.training and torch.is_grad_enabled():
         if dropout.p > 0 and dropout.training:
             raise ValueError("MODEL.ESTS.FFN_RECOMPUTE needs MODEL.ESTS.DROPOUT 0: the dropout mask would be redrawn")
-        return _HiddenRecomputedFFN.apply(x, linear1.weight, linear1.bias, linear2.weight, linear2.bias)
+        # linear1 only ever reads x as autocast casts it (forward, recomputation, weight gradient): the cast,
+        # not a float32 x, is what is kept
+        x_cast = autocast_matmul_input(x)
+        keep_input = (recomputed_when_saved((x_cast, lambda: autocast_matmul_input(rebuild_input())))
+                      if rebuild_input is not None else contextlib.nullcontext())
+        with keep_input:
+            return _HiddenRecomputedFFN.apply(x_cast, linear1.weight, linear1.bias, linear2.weight, linear2.bias)
     # ReLU in place (linear1's backward does not need its output, and the d_ffn-wide result is a large
     # allocation) on 2-D rows: on a view of N-D linear output, autograd would clone the gradient (CopySlices)
     rows = x.reshape(-1, x.shape[-1])

@@ -16,6 +16,7 @@ corners become four bag sums over shifted views of the same canvas.
 import contextlib
 import math
 import warnings
+from functools import partial
 from typing import List, NamedTuple, Optional, Tuple
 
 import torch
@@ -368,7 +369,7 @@ class MSDeformAttn(nn.Module):
         # tensor less per layer for the whole step.
         keep_inputs = (recomputed_when_saved(
             (value, project_values),
-            (locations, lambda: self._sampling_locations(query_cast, reference_points, spatial_shapes)),
+            (locations, partial(self._sampling_locations, query_cast, reference_points, spatial_shapes)),
         ) if self.recompute_sampling else contextlib.nullcontext())
         no_autocast = (torch.autocast(value.device.type, enabled=False) if self.sample_in_fp32
                        else contextlib.nullcontext())

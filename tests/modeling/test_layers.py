@@ -74,6 +74,30 @@ def test_recomputed_ffn_under_autocast_keeps_x_in_the_autocast_dtype():
     assert x.grad.dtype == torch.float32 and x.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("autocast", [False, True])
+def test_ffn_input_rebuilt_by_its_norm_is_not_kept_and_gives_the_same_gradients(autocast):
+    import gc
+    import weakref
+    from functools import partial
+
+    linear1, dropout, linear2 = _ffn()
+    norm = nn.LayerNorm(8)
+    results = []
+    for rebuild in (False, True):
+        residual = torch.randn(16, 8, generator=torch.Generator().manual_seed(3)).requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            x = norm(residual)
+            out = feed_forward(x, linear1, dropout, linear2, True, partial(norm, residual) if rebuild else None)
+        kept = weakref.ref(x)
+        del x
+        gc.collect()
+        if not autocast:  # float32: the FFN keeps x itself unless it can rebuild it
+            assert (kept() is None) == rebuild
+        params = [residual, norm.weight, linear1.weight, linear1.bias, linear2.weight, linear2.bias]
+        results.append([out] + list(torch.autograd.grad(out.float().square().sum(), params)))
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
 def test_recomputation_refuses_dropout():
     linear1, dropout, linear2 = _ffn(dropout=0.1)
     with pytest.raises(ValueError, match="FFN_RECOMPUTE needs MODEL.ESTS.DROPOUT 0"):
