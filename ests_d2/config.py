@@ -43,8 +43,8 @@ def _add_model_config(cfg):
     e.NUM_SELECT = 100  # (query, class) pairs kept by post-processing
     e.ACTIVATION_CHECKPOINT = False  # recompute encoder/decoder layers in backward to save memory
     e.DEFORM_ATTN_FP32 = True  # run multi-scale deformable attention in fp32 under autocast
-    e.DEFORM_ATTN_RECOMPUTE = True  # training: re-sample deformable attention in backward instead of storing samples
-    e.FFN_RECOMPUTE = True  # training: recompute the FFNs' DIM_FEEDFORWARD-wide activations in backward (less memory)
+    e.DEFORM_ATTN_RECOMPUTE = True  # training: redo sampling, value projection and sampling points in backward
+    e.FFN_RECOMPUTE = True  # training: recompute the FFNs' inputs (LayerNorm) and wide activations in backward
 
     e.DN = CN()
     e.DN.ENABLED = True  # contrastive denoising queries in training
