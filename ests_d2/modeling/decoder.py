@@ -25,11 +25,12 @@ class ESTSDecoderLayer(nn.Module):
 
     def __init__(self, d_model: int, d_ffn: int, n_levels: int, n_heads: int, n_points: int,
                  dropout: float = 0.0, attn_fp32: bool = True, attn_recompute: bool = False,
-                 ffn_recompute: bool = False):
+                 ffn_recompute: bool = False, attn_rebuild_inputs: bool = True):
         super().__init__()
         self.ffn_recompute = ffn_recompute
         self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32,
-                                       recompute_sampling=attn_recompute)
+                                       recompute_sampling=attn_recompute,
+                                       rebuild_inputs=attn_rebuild_inputs)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.attn_inter = nn.MultiheadAttention(d_model, n_heads, dropout=dropout)
@@ -117,8 +118,9 @@ class ESTSDecoder(nn.Module):
                  activation_checkpoint: bool = False):
         super().__init__()
         self.layers = nn.ModuleList(
+            # a checkpointed layer's tensors are dropped and recomputed by the checkpoint: no rebuild recipes inside
             ESTSDecoderLayer(d_model, d_ffn, n_levels, n_heads, n_points, dropout, attn_fp32, attn_recompute,
-                             ffn_recompute)
+                             ffn_recompute, attn_rebuild_inputs=not activation_checkpoint)
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)

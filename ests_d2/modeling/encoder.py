@@ -15,11 +15,12 @@ class DeformableEncoderLayer(nn.Module):
 
     def __init__(self, d_model: int, d_ffn: int, n_levels: int, n_heads: int, n_points: int,
                  dropout: float = 0.0, attn_fp32: bool = True, attn_recompute: bool = False,
-                 ffn_recompute: bool = False):
+                 ffn_recompute: bool = False, attn_rebuild_inputs: bool = True):
         super().__init__()
         self.ffn_recompute = ffn_recompute
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32,
-                                      recompute_sampling=attn_recompute)
+                                      recompute_sampling=attn_recompute,
+                                      rebuild_inputs=attn_rebuild_inputs)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
@@ -76,7 +77,9 @@ def encoder_reference_points(spatial_shapes: List[Tuple[int, int]], valid_ratios
 class DeformableEncoder(nn.Module):
     def __init__(self, num_layers: int, activation_checkpoint: bool = False, **layer_kwargs):
         super().__init__()
-        self.layers = nn.ModuleList([DeformableEncoderLayer(**layer_kwargs) for _ in range(num_layers)])
+        # a checkpointed layer's tensors are dropped and recomputed by the checkpoint: no rebuild recipes inside
+        self.layers = nn.ModuleList([DeformableEncoderLayer(attn_rebuild_inputs=not activation_checkpoint,
+                                                            **layer_kwargs) for _ in range(num_layers)])
         self.activation_checkpoint = activation_checkpoint
 
     def forward(self, src, pos, spatial_shapes, valid_ratios, padding_mask):

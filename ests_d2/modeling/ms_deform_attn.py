@@ -276,10 +276,13 @@ class MSDeformAttn(nn.Module):
         sample_in_fp32: run the sampling in float32 even under autocast (bilinear weights and the
             softmax-weighted sum lose too much in half precision).
         recompute_sampling: in training, sample again in backward rather than storing every level's samples.
+        rebuild_inputs: with ``recompute_sampling``, keep how to rebuild the values and sampling points instead
+            of the tensors. Off inside activation-checkpointed layers: the checkpoint drops and recomputes all
+            saved tensors itself, and saved-tensor hooks do not nest (ours would override the checkpoint's).
     """
 
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4,
-                 sample_in_fp32: bool = True, recompute_sampling: bool = False):
+                 sample_in_fp32: bool = True, recompute_sampling: bool = False, rebuild_inputs: bool = True):
         super().__init__()
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
@@ -289,6 +292,7 @@ class MSDeformAttn(nn.Module):
         self.n_points = n_points
         self.sample_in_fp32 = sample_in_fp32
         self.recompute_sampling = recompute_sampling
+        self.rebuild_inputs = rebuild_inputs
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
         self.value_proj = nn.Linear(d_model, d_model)
@@ -370,7 +374,7 @@ class MSDeformAttn(nn.Module):
         keep_inputs = (recomputed_when_saved(
             (value, project_values),
             (locations, partial(self._sampling_locations, query_cast, reference_points, spatial_shapes)),
-        ) if self.recompute_sampling else contextlib.nullcontext())
+        ) if self.recompute_sampling and self.rebuild_inputs else contextlib.nullcontext())
         no_autocast = (torch.autocast(value.device.type, enabled=False) if self.sample_in_fp32
                        else contextlib.nullcontext())
         with keep_inputs, no_autocast:  # in this order: the recomputation runs under the forward's autocast

@@ -102,3 +102,15 @@ def test_inference_returns_instances_in_original_coordinates(tiny_model):
     # boxes are scaled to the original size: the predicted boxes are inside [0, 1] x size
     assert float(first.pred_boxes.tensor[:, 2].max()) <= 256 + 1e-3
     assert float(first.pred_boxes.tensor[:, 0].min()) >= -256
+
+
+@pytest.mark.parametrize("checkpointed", [False, True])
+def test_rebuild_recipes_are_left_to_the_checkpoint_in_checkpointed_layers(checkpointed):
+    # saved-tensor hooks do not nest: recipes inside a checkpointed layer would override the checkpoint's
+    # hooks and keep what the checkpoint drops
+    from ests_d2.modeling.ms_deform_attn import MSDeformAttn
+
+    cfg = tiny_ests_cfg()
+    cfg.MODEL.ESTS.ACTIVATION_CHECKPOINT = checkpointed
+    attns = [m for m in build_model(cfg).modules() if isinstance(m, MSDeformAttn)]
+    assert attns and all(m.recompute_sampling and m.rebuild_inputs != checkpointed for m in attns)
