@@ -117,8 +117,8 @@ def autocast_matmul_input(x: torch.Tensor) -> torch.Tensor:
 
 @contextlib.contextmanager
 def recomputed_when_saved(*recipes: Tuple[torch.Tensor, Callable[[], torch.Tensor]]):
-    """Inside the block, autograd saves a recipe ``(tensor, recompute)``'s function instead of its tensor, and
-    backward calls it to get the tensor back.
+    """Inside the block, autograd keeps each recipe's ``recompute`` instead of its ``tensor``; backward calls it
+    to get the tensor back.
 
     For cheap-to-rebuild tensors (a projection of inputs that are saved anyway) that only a later op keeps
     for backward. ``recompute`` runs under the autocast state of the block, so it reproduces the tensor bit for
