@@ -100,9 +100,6 @@ def multihead_attention(module: nn.MultiheadAttention, query, key, value, attn_m
     return module.out_proj(out.transpose(-3, -2).reshape(*leading, -1, embed_dim))
 
 
-# rows of the FFN processed at once when the hidden activations are recomputed: a 2048 x d_ffn float32
-# block is 16 MiB, small enough for the allocator to reuse (larger blocks are fresh, page-faulted mappings
-# every time) and for the GEMMs to stay efficient
 def autocast_matmul_input(x: torch.Tensor) -> torch.Tensor:
     """``x`` as autocast would cast it for a matmul; ``x`` itself when autocast is off.
 
@@ -144,6 +141,9 @@ def recomputed_when_saved(*recipes: Tuple[torch.Tensor, Callable[[], torch.Tenso
         yield
 
 
+# rows of the FFN processed at once when the hidden activations are recomputed: a 2048 x d_ffn float32
+# block is 16 MiB, small enough for the allocator to reuse (larger blocks are fresh, page-faulted mappings
+# every time) and for the GEMMs to stay efficient
 _FFN_CHUNK_ROWS = 2048
 
 
