@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -62,10 +63,8 @@ def _input(size: int, with_instances: bool, num_instances: int = 2):
 
 
 def _resident_gib() -> float:
-    """Current resident set of this process (VmRSS), to separate the step's own memory from the process's."""
-    with open("/proc/self/status") as f:
-        kib = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    return kib / 2**20
+    """Current resident set of this process, to separate the step's own memory from the process's."""
+    return psutil.Process().memory_info().rss / 2**30
 
 
 def _sync(device: str):
