@@ -32,24 +32,34 @@ _BORDER = 2
 class _Canvas(NamedTuple):
     """Where the value tokens of every level lie on the zero-bordered canvas."""
 
-    cells: torch.Tensor  # (S,) int64 canvas cell of every value token, level after level
+    spatial_shapes: List[Tuple[int, int]]  # L pairs (H_l, W_l)
+    level_tops: List[int]  # canvas row of every level's first pixel row
     width: int  # cells per canvas row: widest level + 2 borders
     num_cells: int  # canvas rows x width, zero bottom border included
-    level_origins: List[List[int]]  # L x [cell of the level's pixel (0, 0)]
+
+    def level_origins(self) -> List[int]:
+        """Canvas cell of every level's pixel (0, 0)."""
+        return [top * self.width + _BORDER for top in self.level_tops]
 
 
-def _canvas(spatial_shapes: List[Tuple[int, int]], device: torch.device) -> _Canvas:
+def _canvas(spatial_shapes: List[Tuple[int, int]]) -> _Canvas:
     width = max(w for _, w in spatial_shapes) + 2 * _BORDER
-    origins, cells, top = [], [], _BORDER
-    for h, w in spatial_shapes:
-        origin = top * width + _BORDER
-        origins.append([origin])
-        rows = torch.arange(h, device=device).view(h, 1) * width
-        cells.append((origin + rows + torch.arange(w, device=device)).flatten())
+    tops, top = [], _BORDER
+    for h, _ in spatial_shapes:
+        tops.append(top)
         top += h + _BORDER  # the next level's top border is this level's bottom border
     if top * width >= 2**24:
         raise ValueError(f"feature maps {spatial_shapes} are too large for one sampling canvas")
-    return _Canvas(torch.cat(cells), width, top * width, origins)
+    return _Canvas(list(spatial_shapes), tops, width, top * width)
+
+
+def _level_windows(canvas: _Canvas, board: torch.Tensor, tokens: torch.Tensor):
+    """Pairs (canvas window, token view) of every level: board (B, rows, width, M, Dh), tokens (B, S, M, Dh)."""
+    start = 0
+    for (h, w), top in zip(canvas.spatial_shapes, canvas.level_tops):
+        yield (board[:, top:top + h, _BORDER:_BORDER + w],
+               tokens[:, start:start + h * w].view(tokens.shape[0], h, w, *tokens.shape[2:]))
+        start += h * w
 
 
 def _corner_offsets(canvas: _Canvas, num_heads: int) -> Tuple[int, int, int, int]:
@@ -61,15 +71,50 @@ def _corner_offsets(canvas: _Canvas, num_heads: int) -> Tuple[int, int, int, int
 def _canvas_rows(value: torch.Tensor, canvas: _Canvas) -> torch.Tensor:
     """(B, S, M, Dh) values -> (B * num_cells * M, Dh) canvas rows, zeros on the borders (differentiable)."""
     batch, _, num_heads, head_dim = value.shape
-    board = value.new_zeros(batch, canvas.num_cells, num_heads, head_dim)
-    return board.index_copy(1, canvas.cells, value).view(-1, head_dim)
+    # level by level into an uninitialised board, borders zeroed apart: every cell is written once (a zeroed
+    # board filled by index_copy writes it twice and takes twice as long)
+    board = value.new_empty(batch, canvas.num_cells // canvas.width, canvas.width, num_heads, head_dim)
+    board[:, : canvas.level_tops[0]] = 0
+    for (h, w), top in zip(canvas.spatial_shapes, canvas.level_tops):
+        board[:, top:top + h, :_BORDER] = 0
+        board[:, top:top + h, _BORDER + w:] = 0
+        board[:, top + h:top + h + _BORDER] = 0
+    for window, level in _level_windows(canvas, board, value):
+        window.copy_(level)
+    return board.view(-1, head_dim)
 
 
-def _level_sizes(spatial_shapes: List[Tuple[int, int]], device: torch.device, dtype: torch.dtype):
-    """(L, 1) widths and heights of the levels, columns that broadcast over the points of a (..., L, P) tensor."""
-    widths = torch.tensor([[w] for _, w in spatial_shapes], device=device, dtype=dtype)
-    heights = torch.tensor([[h] for h, _ in spatial_shapes], device=device, dtype=dtype)
-    return widths, heights
+def _canvas_values(rows: torch.Tensor, canvas: _Canvas, batch: int, num_heads: int) -> torch.Tensor:
+    """Inverse of ``_canvas_rows`` (not differentiable): (B * num_cells * M, Dh) -> (B, S, M, Dh), borders dropped."""
+    head_dim = rows.shape[-1]
+    board = rows.view(batch, canvas.num_cells // canvas.width, canvas.width, num_heads, head_dim)
+    num_tokens = sum(h * w for h, w in canvas.spatial_shapes)
+    values = rows.new_empty(batch, num_tokens, num_heads, head_dim)
+    for window, level in _level_windows(canvas, board, values):
+        level.copy_(window)
+    return values
+
+
+def _over_points(per_level, num_points: int) -> torch.Tensor:
+    """(L, ...) per-level values repeated over the points: a contiguous (L, P, ...) tensor.
+
+    Elementwise kernels read a (..., L, P) tensor and a (L, P) operand with one long inner loop; a broadcast
+    (L, 1) operand cuts it into loops of P (or 2) elements, 3-8x slower on CPU. The values are the same, so are
+    the results.
+    """
+    return per_level.unsqueeze(1).expand(per_level.shape[0], num_points, *per_level.shape[1:]).contiguous()
+
+
+def _points_of_queries(reference: torch.Tensor, num_points: int) -> torch.Tensor:
+    """(B, Lq, L, C) per-level references -> (B, Lq, 1, L, P, C), contiguous over (L, P, C) (see _over_points)."""
+    batch, num_queries, num_levels, coords = reference.shape
+    return reference[:, :, :, None].expand(batch, num_queries, num_levels, num_points, coords).contiguous()[:, :, None]
+
+
+def _level_sizes(spatial_shapes: List[Tuple[int, int]], num_points: int, device: torch.device, dtype: torch.dtype):
+    """(L, P) widths and heights of the levels, for the points of a (..., L, P) tensor."""
+    sizes = torch.tensor(spatial_shapes, device=device, dtype=dtype)
+    return _over_points(sizes[:, 1], num_points), _over_points(sizes[:, 0], num_points)
 
 
 def _top_left_rows(canvas: _Canvas, spatial_shapes: List[Tuple[int, int]], sampling_locations: torch.Tensor,
@@ -85,7 +130,8 @@ def _top_left_rows(canvas: _Canvas, spatial_shapes: List[Tuple[int, int]], sampl
     if batch * canvas.num_cells * num_heads >= 2**31:
         raise ValueError(f"{batch} x {canvas.num_cells} x {num_heads} canvas rows do not fit int32 indices")
     device, dtype = sampling_locations.device, sampling_locations.dtype
-    widths, heights = _level_sizes(spatial_shapes, device, dtype)
+    num_points = sampling_locations.shape[-2]
+    widths, heights = _level_sizes(spatial_shapes, num_points, device, dtype)
     x, y = sampling_locations.unbind(-1)
     # align_corners=False: pixel centres sit at (i + 0.5) / size
     x = x * widths - 0.5
@@ -98,10 +144,11 @@ def _top_left_rows(canvas: _Canvas, spatial_shapes: List[Tuple[int, int]], sampl
     # the cell arithmetic below is exact in float32 (cells < 2**24, checked in _canvas), not in half types
     if dtype not in (torch.float32, torch.float64):
         x0, y0 = x0.float(), y0.float()
-    origins = torch.tensor(canvas.level_origins, device=device, dtype=x0.dtype)
+    origins = _over_points(torch.tensor(canvas.level_origins(), device=device, dtype=x0.dtype), num_points)
     cell = torch.add(x0 + origins, y0, alpha=canvas.width).int()
     image = torch.arange(batch, device=device, dtype=torch.int32).view(batch, 1, 1, 1, 1) * canvas.num_cells
-    head = torch.arange(num_heads, device=device, dtype=torch.int32).view(1, 1, num_heads, 1, 1)
+    head = torch.arange(num_heads, device=device, dtype=torch.int32).view(num_heads, 1, 1).expand(
+        -1, *cell.shape[-2:]).contiguous()
     rows = torch.add(head, cell + image, alpha=num_heads)
     return rows.view(batch * num_queries * num_heads, -1), fx, fy
 
@@ -118,7 +165,7 @@ def _sample(value: torch.Tensor, spatial_shapes: List[Tuple[int, int]], sampling
             attention_weights: torch.Tensor) -> torch.Tensor:
     batch, _, num_heads, head_dim = value.shape
     num_queries = sampling_locations.shape[1]
-    canvas = _canvas(spatial_shapes, value.device)
+    canvas = _canvas(spatial_shapes)
     value_rows = _canvas_rows(value, canvas)
     rows, fx, fy = _top_left_rows(canvas, spatial_shapes, sampling_locations, num_heads)
     out = 0
@@ -196,7 +243,7 @@ class _RecomputedBagSample(torch.autograd.Function):
         need_value, need_locations, need_attention = ctx.needs_input_grad[:3]
         batch, _, num_heads, head_dim = value.shape
         grad_rows = grad_output.reshape(-1, head_dim).contiguous()
-        canvas = _canvas(ctx.spatial_shapes, value.device)
+        canvas = _canvas(ctx.spatial_shapes)
         shifts = _corner_offsets(canvas, num_heads)
         rows, fx, fy = _top_left_rows(canvas, ctx.spatial_shapes, sampling_locations, num_heads)
         num_canvas_rows = batch * canvas.num_cells * num_heads
@@ -204,12 +251,14 @@ class _RecomputedBagSample(torch.autograd.Function):
         if need_value:
             bags = _transpose_bags(rows, num_canvas_rows - shifts[-1])
             grad_canvas = grad_rows.new_zeros(num_canvas_rows, head_dim)
-            for shift, weights in zip(shifts, _corner_weights(fx, fy, attention_weights)):
+            # the corner weights of the samples in row order: three gathers of their factors (not four of
+            # the weights), then the same elementwise products
+            sorted_factors = (t.reshape(-1).take(bags.order) for t in (fx, fy, attention_weights))
+            for shift, weights in zip(shifts, _corner_weights(*sorted_factors)):
                 grad_canvas[shift:shift + bags.offsets.shape[0]].add_(F.embedding_bag(
-                    bags.reading_bags, grad_rows, bags.offsets, mode="sum",
-                    per_sample_weights=weights.reshape(-1)[bags.order]))
+                    bags.reading_bags, grad_rows, bags.offsets, mode="sum", per_sample_weights=weights))
             del bags
-            grad_value = grad_canvas.view(batch, canvas.num_cells, num_heads, head_dim).index_select(1, canvas.cells)
+            grad_value = _canvas_values(grad_canvas, canvas, batch, num_heads)
         if need_locations or need_attention:
             value_rows = _canvas_rows(value, canvas)
             g00, g01, g10, g11 = (g.view(fx.shape) for g in _sample_weight_grads(rows, grad_rows, value_rows, shifts))
@@ -221,7 +270,7 @@ class _RecomputedBagSample(torch.autograd.Function):
             grad_attention = torch.addcmul(top, fy, d_down)
             grad_fx = attention_weights * torch.lerp(d_right_top, d_right_bottom, fy)
             grad_fy = attention_weights * d_down
-            widths, heights = _level_sizes(ctx.spatial_shapes, fx.device, fx.dtype)
+            widths, heights = _level_sizes(ctx.spatial_shapes, fx.shape[-1], fx.device, fx.dtype)
             grad_locations = torch.stack((grad_fx * widths, grad_fy * heights), -1)
         # gradients in the dtypes of the inputs, as autograd's ToCopyBackward of an outside upcast would give
         return (grad_value.to(value_in.dtype) if need_value else None,
@@ -323,16 +372,16 @@ class MSDeformAttn(nn.Module):
                                                     self.n_points, 2)
         if self.sample_in_fp32:  # the locations are the sampling's input: float32 from the start
             offsets, reference_points = offsets.float(), reference_points.float()
+        # reference points and normalizer laid out over the points (see _over_points): the same arithmetic,
+        # in the official order, without short broadcast inner loops
         if reference_points.shape[-1] == 2:
-            normalizer = torch.tensor(
-                [[w, h] for h, w in spatial_shapes], dtype=offsets.dtype, device=offsets.device
-            )
-            return reference_points[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+            normalizer = _over_points(torch.tensor(
+                [[w, h] for h, w in spatial_shapes], dtype=offsets.dtype, device=offsets.device), self.n_points)
+            return _points_of_queries(reference_points, self.n_points) + offsets / normalizer
         if reference_points.shape[-1] == 4:
-            return (
-                reference_points[:, :, None, :, None, :2]
-                + offsets / self.n_points * reference_points[:, :, None, :, None, 2:] * 0.5
-            )
+            centres = _points_of_queries(reference_points[..., :2], self.n_points)
+            sizes = _points_of_queries(reference_points[..., 2:], self.n_points)
+            return centres + offsets / self.n_points * sizes * 0.5
         raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
 
     def forward(self, query, reference_points, value_input, spatial_shapes, padding_mask=None):

@@ -77,6 +77,26 @@ def test_module_with_box_references_and_padding_mask():
     assert torch.allclose(out, expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("coords", [2, 4])
+def test_sampling_locations_are_the_official_expression_bit_for_bit(coords):
+    # the module lays the references and the normalizer out over the points for speed: same values required
+    torch.manual_seed(0)
+    shapes = [(6, 8), (3, 4), (2, 1)]
+    attn = MSDeformAttn(d_model=16, n_levels=3, n_heads=2, n_points=4)
+    with torch.no_grad():
+        attn.sampling_offsets.weight.normal_(0, 0.5)
+    query = torch.randn(2, 7, 16)
+    references = torch.rand(2, 7, 3, coords)
+    offsets = attn.sampling_offsets(query).view(2, 7, 2, 3, 4, 2)
+    if coords == 2:
+        normalizer = torch.tensor([[w, h] for h, w in shapes], dtype=torch.float32)
+        official = references[:, :, None, :, None, :] + offsets / normalizer[None, None, None, :, None, :]
+    else:
+        official = (references[:, :, None, :, None, :2]
+                    + offsets / 4 * references[:, :, None, :, None, 2:] * 0.5)
+    assert torch.equal(attn._sampling_locations(query, references, shapes), official)
+
+
 def test_official_initial_offsets():
     attn = MSDeformAttn(d_model=32, n_levels=3, n_heads=8, n_points=4)
     bias = attn.sampling_offsets.bias.view(8, 3, 4, 2)
