@@ -28,6 +28,9 @@ class ESTSDecoderLayer(nn.Module):
                  ffn_recompute: bool = False, attn_rebuild_inputs: bool = True):
         super().__init__()
         self.ffn_recompute = ffn_recompute
+        # attention inputs rebuilt in backward (exact, see multihead_attention / MSDeformAttn), except in
+        # activation-checkpointed layers, where the checkpoint handles every saved tensor
+        self.rebuild_attention_inputs = attn_rebuild_inputs
         self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32,
                                        recompute_sampling=attn_recompute,
                                        rebuild_inputs=attn_rebuild_inputs)
@@ -72,20 +75,23 @@ class ESTSDecoderLayer(nn.Module):
         # 1. VLC: each slot reads the other slots' language (never its own position)
         diagonal = torch.full((num_slots, num_slots), 0.0, dtype=x.dtype, device=x.device)
         diagonal.fill_diagonal_(float("-inf"))
-        attn = multihead_attention(self.attn_m, x + text_pos, language + text_pos, language, attn_mask=diagonal)
+        attn = multihead_attention(self.attn_m, x + text_pos, language + text_pos, language, attn_mask=diagonal,
+                                   rebuild_projections=self.rebuild_attention_inputs)
         residual = x + self.dropout_m(attn)
         x = self.norm_m(residual)
         x = self.norm3_m(x + self.dropout4_m(feed_forward(x, self.linear1_m, self.dropout3_m, self.linear2_m,
                                                           self.ffn_recompute, partial(self.norm_m, residual))))
         # 2. intra-instance self-attention over the K slots
         qk = x + text_pos
-        attn = multihead_attention(self.attn_intra, qk, qk, x, same_qk=True)
+        attn = multihead_attention(self.attn_intra, qk, qk, x, same_qk=True,
+                                   rebuild_projections=self.rebuild_attention_inputs)
         x = self.norm_intra(x + self.dropout_intra(attn))
         # 3. inter-instance self-attention over the N instances, every slot index independently: one call
         #    with (B, K) as batch dimensions
         x_inter = x.transpose(1, 2)  # (B, K, N, D)
         qk = x_inter + query_pos[:, None]
-        attn = multihead_attention(self.attn_inter, qk, qk, x_inter, attn_mask=instance_mask, same_qk=True)
+        attn = multihead_attention(self.attn_inter, qk, qk, x_inter, attn_mask=instance_mask, same_qk=True,
+                                   rebuild_projections=self.rebuild_attention_inputs)
         x = self.norm_inter(x_inter + self.dropout_inter(attn)).transpose(1, 2)
         # 4. deformable cross-attention, every slot sampling around its instance's box
         batch, num_inst, _, dim = x.shape

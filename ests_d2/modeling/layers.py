@@ -59,7 +59,8 @@ def row_mean(x: torch.Tensor) -> torch.Tensor:
     return _RowMean.apply(x)
 
 
-def multihead_attention(module: nn.MultiheadAttention, query, key, value, attn_mask=None, same_qk: bool = False):
+def multihead_attention(module: nn.MultiheadAttention, query, key, value, attn_mask=None, same_qk: bool = False,
+                        rebuild_projections: bool = False):
     """Batch-first multi-head attention with the parameters of an ``nn.MultiheadAttention``.
 
     Uses ``F.scaled_dot_product_attention`` so any number of leading batch dimensions is one call.
@@ -70,34 +71,61 @@ def multihead_attention(module: nn.MultiheadAttention, query, key, value, attn_m
         attn_mask: None, a float additive mask (L, S), or a bool mask (L, S) with True = *blocked*
             (``nn.MultiheadAttention`` convention).
         same_qk: query and key are the same tensor; project them with one matmul.
+        rebuild_projections: when autograd records, keep how to redo the per-head q, k, v (one matmul from
+            inputs the projections keep anyway) and the merged heads (a reshape of the attention output,
+            which the attention keeps anyway) instead of the four tensors. Off inside activation-checkpointed
+            code: saved-tensor hooks do not nest.
     Returns:
         (..., L, E).
     """
     embed_dim = module.embed_dim
     num_heads = module.num_heads
     weight, bias = module.in_proj_weight, module.in_proj_bias
-    if same_qk:
-        q, k = F.linear(query, weight[: 2 * embed_dim], bias[: 2 * embed_dim]).chunk(2, dim=-1)
-    else:
-        q = F.linear(query, weight[:embed_dim], bias[:embed_dim])
-        k = F.linear(key, weight[embed_dim : 2 * embed_dim], bias[embed_dim : 2 * embed_dim])
-    v = F.linear(value, weight[2 * embed_dim :], bias[2 * embed_dim :])
+    # each input cast once (under autocast): the projections keep these very tensors, the rebuilds read them
+    query_in = autocast_matmul_input(query)
+    key_in = query_in if key is query else autocast_matmul_input(key)
+    value_in = query_in if value is query else key_in if value is key else autocast_matmul_input(value)
+
+    def project(x, first, last):
+        return F.linear(x, weight[first * embed_dim : last * embed_dim], bias[first * embed_dim : last * embed_dim])
 
     # (..., L, E) -> (N, M, L, E/M) with all leading dimensions in N: the fused (flash) SDPA kernels take
     # 4-D inputs only; with more dimensions SDPA falls back to the math path, which stores the (L, S)
     # probabilities and their intermediates for backward (at 300 instances x 26 slots: 1 GiB over the 6 decoder layers)
-    leading = q.shape[:-2]
+    leading = query.shape[:-2]
 
     def split_heads(t):
         t = t.unflatten(-1, (num_heads, embed_dim // num_heads)).transpose(-3, -2)
         return t.reshape(-1, *t.shape[-3:])
 
+    def query_heads():
+        return split_heads(project(query_in, 0, 2).chunk(2, dim=-1)[0] if same_qk else project(query_in, 0, 1))
+
+    def key_heads():
+        return split_heads(project(query_in, 0, 2).chunk(2, dim=-1)[1] if same_qk else project(key_in, 1, 2))
+
+    def value_heads():
+        return split_heads(project(value_in, 2, 3))
+
+    if same_qk:  # one matmul for both
+        q, k = (split_heads(t) for t in project(query_in, 0, 2).chunk(2, dim=-1))
+    else:
+        q, k = query_heads(), key_heads()
+    v = value_heads()
     if attn_mask is not None and attn_mask.dtype == torch.bool:
         attn_mask = ~attn_mask  # SDPA: True = may attend
     dropout = module.dropout if module.training else 0.0
-    out = F.scaled_dot_product_attention(split_heads(q), split_heads(k), split_heads(v), attn_mask=attn_mask,
-                                         dropout_p=dropout)
-    return module.out_proj(out.transpose(-3, -2).reshape(*leading, -1, embed_dim))
+    rebuild = rebuild_projections and torch.is_grad_enabled()
+    with (recomputed_when_saved((q, query_heads), (k, key_heads), (v, value_heads)) if rebuild
+          else contextlib.nullcontext()):
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout)
+
+    def merge_heads():  # as 2-D rows: out_proj then keeps this very tensor (N-D input, it keeps a 2-D view)
+        return out.transpose(-3, -2).reshape(-1, embed_dim)
+
+    merged = merge_heads()
+    with recomputed_when_saved((merged, merge_heads)) if rebuild else contextlib.nullcontext():
+        return module.out_proj(merged).view(*leading, -1, embed_dim)
 
 
 def autocast_matmul_input(x: torch.Tensor) -> torch.Tensor:

@@ -143,6 +143,50 @@ def test_multihead_attention_does_not_keep_the_attention_probabilities():
     assert shapes and not [s for s in shapes if s[-2:] == (37, 37) and len(s) > 2]
 
 
+def _attention_step(same_qk, rebuild, autocast):
+    torch.manual_seed(0)
+    module = nn.MultiheadAttention(16, 4)
+    gen = torch.Generator().manual_seed(3)
+    query, key, value = (torch.randn(2, 3, 5, 16, generator=gen, requires_grad=True) for _ in range(3))
+    key_in = query if same_qk else key
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = multihead_attention(module, query, key_in, value, attn_mask=torch.rand(5, 5, generator=gen) > 0.7,
+                                  same_qk=same_qk, rebuild_projections=rebuild)
+    out.float().square().sum().backward()
+    return [out.detach(), query.grad, key.grad, value.grad] + [p.grad for p in module.parameters()]
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("same_qk", [False, True])
+def test_rebuilt_attention_projections_give_the_stored_gradients_bit_for_bit(same_qk, autocast):
+    rebuilt = _attention_step(same_qk, True, autocast)
+    stored = _attention_step(same_qk, False, autocast)
+    assert all((a is None and b is None) or torch.equal(a, b) for a, b in zip(rebuilt, stored))
+
+
+@pytest.mark.parametrize("rebuild", [False, True])
+def test_rebuilt_attention_keeps_neither_the_heads_nor_the_merged_output(monkeypatch, rebuild):
+    import gc
+    import weakref
+
+    module = nn.MultiheadAttention(16, 4)
+    kept = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, k, v, **kwargs):
+        kept.extend(weakref.ref(t) for t in (q, k, v))
+        return sdpa(q, k, v, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    module.out_proj.register_forward_pre_hook(lambda _, inputs: kept.append(weakref.ref(inputs[0])))
+    x, y = torch.randn(1, 3, 6, 16, requires_grad=True), torch.randn(1, 3, 6, 16, requires_grad=True)
+    out = multihead_attention(module, x, y, y, rebuild_projections=rebuild)
+    gc.collect()
+    assert len(kept) == 4 and all((ref() is None) == rebuild for ref in kept)
+    out.sum().backward()
+    assert x.grad.abs().sum() > 0 and module.in_proj_weight.grad.abs().sum() > 0
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_row_mean_is_avg_pool2d_bit_for_bit_without_keeping_its_input(dtype):
     from ests_d2.modeling.layers import row_mean

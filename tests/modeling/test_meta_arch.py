@@ -112,5 +112,10 @@ def test_rebuild_recipes_are_left_to_the_checkpoint_in_checkpointed_layers(check
 
     cfg = tiny_ests_cfg()
     cfg.MODEL.ESTS.ACTIVATION_CHECKPOINT = checkpointed
-    attns = [m for m in build_model(cfg).modules() if isinstance(m, MSDeformAttn)]
+    from ests_d2.modeling.decoder import ESTSDecoderLayer
+
+    model = build_model(cfg)
+    attns = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
     assert attns and all(m.recompute_sampling and m.rebuild_inputs != checkpointed for m in attns)
+    decoder_layers = [m for m in model.modules() if isinstance(m, ESTSDecoderLayer)]
+    assert decoder_layers and all(m.rebuild_attention_inputs != checkpointed for m in decoder_layers)
