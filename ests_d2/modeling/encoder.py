@@ -29,26 +29,35 @@ class DeformableEncoderLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def forward(self, src, pos, reference_points, spatial_shapes, padding_mask, token_index=None):
+    def forward(self, src, pos, reference_points, spatial_shapes, padding_mask, token_index=None, rebuild_src=None):
         """
         Args:
             src, pos: (B, Lq, C) states and position encodings of the query tokens.
             reference_points: (B, Lq, L, 2); spatial_shapes: L pairs; padding_mask: (B, S).
             token_index: (B, Lq) position of every query token in the flattened maps, or None when the
                 queries are all S tokens in order.
+            rebuild_src: how to get src back in backward without keeping it (the previous layer's
+                ``rebuild_output``), or None.
         Returns:
-            (B, Lq, C).
+            the (B, Lq, C) output, and ``rebuild_output``: how to get it back (its norm keeps its input anyway).
         """
         value_input = src
         if token_index is not None:
             index = token_index[..., None].expand(-1, -1, src.shape[-1])
             value_input = src.new_zeros(src.shape[0], padding_mask.shape[1], src.shape[-1]).scatter(1, index, src)
-        attn = self.self_attn(src + pos, reference_points, value_input, spatial_shapes, padding_mask)
+        # the query src + pos: both parts can be had again in backward, so the attention need not keep it
+        rebuild_query = partial(_add_rebuilt, rebuild_src, pos) if rebuild_src is not None else None
+        attn = self.self_attn(src + pos, reference_points, value_input, spatial_shapes, padding_mask, rebuild_query)
         residual = src + self.dropout1(attn)
         src = self.norm1(residual)
         ffn = feed_forward(src, self.linear1, self.dropout2, self.linear2, self.ffn_recompute,
                            rebuild_input=partial(self.norm1, residual))
-        return self.norm2(src + self.dropout3(ffn))
+        residual = src + self.dropout3(ffn)
+        return self.norm2(residual), partial(self.norm2, residual)
+
+
+def _add_rebuilt(rebuild, other):
+    return rebuild() + other
 
 
 def encoder_reference_points(spatial_shapes: List[Tuple[int, int]], valid_ratios: torch.Tensor) -> torch.Tensor:
@@ -97,12 +106,14 @@ class DeformableEncoder(nn.Module):
         output = src
         if token_index is not None:
             output, pos, reference_points = (_gather_tokens(t, token_index) for t in (src, pos, reference_points))
+        rebuild_output = None  # the encoder's input is not rebuilt: only layer outputs are
         for layer in self.layers:
             args = (output, pos, reference_points, spatial_shapes, padding_mask, token_index)
             if self.activation_checkpoint and self.training:
-                output = checkpoint(layer, *args, use_reentrant=False)
+                # the rebuild recipe is dropped at once: it would keep a tensor the checkpoint frees
+                output = checkpoint(layer, *args, use_reentrant=False)[0]
             else:
-                output = layer(*args)
+                output, rebuild_output = layer(*args, rebuild_output)
         if token_index is None:
             return output.masked_fill(padding_mask[..., None], 0.0)
         index = token_index[..., None].expand(-1, -1, output.shape[-1])

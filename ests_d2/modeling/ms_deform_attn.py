@@ -17,7 +17,7 @@ import contextlib
 import math
 import warnings
 from functools import partial
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -314,6 +314,11 @@ def ms_deform_attn_sample(
                    attention_weights.to(compute_dtype))
 
 
+def _call_with_first(function, make_first_argument, *arguments):
+    """``function(make_first_argument(), *arguments)``: a recipe whose first input is itself rebuilt."""
+    return function(make_first_argument(), *arguments)
+
+
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention module (official parameter names and initialisation).
 
@@ -365,10 +370,14 @@ class MSDeformAttn(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
         nn.init.zeros_(self.output_proj.bias)
 
-    def _sampling_locations(self, query, reference_points, spatial_shapes):
-        """(B, Lq, M, L, P, 2) normalised sampling points: reference points moved by the projected offsets."""
-        batch, num_queries, _ = query.shape
-        offsets = self.sampling_offsets(query).view(batch, num_queries, self.n_heads, self.n_levels,
+    def _sampling_locations(self, query_rows, reference_points, spatial_shapes):
+        """(B, Lq, M, L, P, 2) normalised sampling points: reference points moved by the projected offsets.
+
+        Args:
+            query_rows: (B * Lq, C); reference_points: (B, Lq, L, 2 or 4).
+        """
+        batch, num_queries = reference_points.shape[:2]
+        offsets = self.sampling_offsets(query_rows).view(batch, num_queries, self.n_heads, self.n_levels,
                                                     self.n_points, 2)
         if self.sample_in_fp32:  # the locations are the sampling's input: float32 from the start
             offsets, reference_points = offsets.float(), reference_points.float()
@@ -384,7 +393,8 @@ class MSDeformAttn(nn.Module):
             return centres + offsets / self.n_points * sizes * 0.5
         raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
 
-    def forward(self, query, reference_points, value_input, spatial_shapes, padding_mask=None):
+    def forward(self, query, reference_points, value_input, spatial_shapes, padding_mask=None,
+                rebuild_query: Optional[Callable[[], torch.Tensor]] = None):
         """
         Args:
             query: (B, Lq, C).
@@ -393,6 +403,8 @@ class MSDeformAttn(nn.Module):
             value_input: (B, S, C) flattened multi-level features.
             spatial_shapes: L pairs (H_l, W_l) as Python ints.
             padding_mask: (B, S) bool, True on padding (those values are zeroed).
+            rebuild_query: how backward gets the query back when it is made of tensors kept anyway (with
+                ``rebuild_inputs``): then nothing keeps the query itself.
         Returns:
             (B, Lq, C).
         """
@@ -409,21 +421,31 @@ class MSDeformAttn(nn.Module):
             return value.view(batch, num_tokens, self.n_heads, self.d_model // self.n_heads)
 
         value = project_values()
-        query_cast = autocast_matmul_input(query)  # read by two linears: one cast, one copy kept for backward
-        weights = self.attention_weights(query_cast).view(
-            batch, num_queries, self.n_heads, self.n_levels * self.n_points)
-        weights = weights.softmax(-1).view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
-        locations = self._sampling_locations(query_cast, reference_points, spatial_shapes)
+        # read by two linears: one cast, one copy kept for backward; 2-D rows, so that the linears keep this
+        # very tensor (an N-D input is kept as a 2-D view of it, which a recipe cannot name)
+        query_rows = autocast_matmul_input(query.reshape(batch * num_queries, -1))
+        rebuild = self.rebuild_inputs and rebuild_query is not None
+
+        def rebuild_query_rows():
+            return autocast_matmul_input(rebuild_query().reshape(batch * num_queries, -1))
+
+        # with rebuild_query, the two query projections keep how to get the query back instead of the query
+        with recomputed_when_saved((query_rows, rebuild_query_rows)) if rebuild else contextlib.nullcontext():
+            weights = self.attention_weights(query_rows).view(
+                batch, num_queries, self.n_heads, self.n_levels * self.n_points)
+            weights = weights.softmax(-1).view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
+            locations = self._sampling_locations(query_rows, reference_points, spatial_shapes)
         # value and weights go to the sampling in their own dtype: it upcasts them itself (and keeps the
         # smaller originals for backward)
         sample_dtype = torch.float32 if self.sample_in_fp32 else None
         # The sampling keeps values and locations for backward. With recompute_sampling it keeps how to redo
         # them instead (one matmul each, from inputs kept anyway): a (B, S, C) and a (B, Lq, M, L, P, 2)
         # tensor less per layer for the whole step.
-        keep_inputs = (recomputed_when_saved(
-            (value, project_values),
-            (locations, partial(self._sampling_locations, query_cast, reference_points, spatial_shapes)),
-        ) if self.recompute_sampling and self.rebuild_inputs else contextlib.nullcontext())
+        locate = (partial(_call_with_first, self._sampling_locations, rebuild_query_rows, reference_points,
+                          spatial_shapes) if rebuild
+                  else partial(self._sampling_locations, query_rows, reference_points, spatial_shapes))
+        keep_inputs = (recomputed_when_saved((value, project_values), (locations, locate))
+                       if self.recompute_sampling and self.rebuild_inputs else contextlib.nullcontext())
         no_autocast = (torch.autocast(value.device.type, enabled=False) if self.sample_in_fp32
                        else contextlib.nullcontext())
         with keep_inputs, no_autocast:  # in this order: the recomputation runs under the forward's autocast

@@ -94,7 +94,7 @@ def test_sampling_locations_are_the_official_expression_bit_for_bit(coords):
     else:
         official = (references[:, :, None, :, None, :2]
                     + offsets / 4 * references[:, :, None, :, None, 2:] * 0.5)
-    assert torch.equal(attn._sampling_locations(query, references, shapes), official)
+    assert torch.equal(attn._sampling_locations(query.reshape(-1, 16), references, shapes), official)
 
 
 def test_official_initial_offsets():
@@ -336,3 +336,22 @@ def test_recomputed_values_give_the_stored_values_gradients_bit_for_bit(monkeypa
     monkeypatch.setattr(ms_deform_attn, "recomputed_when_saved", lambda *args: contextlib.nullcontext())
     stored = _attn_step(_attn_with_random_projections(recompute=True), autocast)
     assert all(torch.equal(a, b) for a, b in zip(recomputed, stored))
+
+
+@pytest.mark.parametrize("rebuild", [False, True])
+def test_a_query_that_can_be_rebuilt_is_not_kept(rebuild):
+    import gc
+    import weakref
+
+    attn = _attn_with_random_projections(recompute=True)
+    state, pos = torch.randn(1, 5, 16, requires_grad=True), torch.randn(1, 5, 16)
+    query = state + pos
+    query_ref = weakref.ref(query)
+    memory = torch.randn(1, 15, 16, requires_grad=True)
+    out = attn(query, torch.rand(1, 5, 2, 2), memory, [(3, 4), (1, 3)],
+               rebuild_query=(lambda: state + pos) if rebuild else None)
+    del query
+    gc.collect()
+    assert (query_ref() is None) == rebuild
+    out.sum().backward()
+    assert state.grad.abs().sum() > 0 and attn.sampling_offsets.weight.grad.abs().sum() > 0
