@@ -314,11 +314,6 @@ def ms_deform_attn_sample(
                    attention_weights.to(compute_dtype))
 
 
-def _call_with_first(function, make_first_argument, *arguments):
-    """``function(make_first_argument(), *arguments)``: a recipe whose first input is itself rebuilt."""
-    return function(make_first_argument(), *arguments)
-
-
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention module (official parameter names and initialisation).
 
@@ -441,10 +436,12 @@ class MSDeformAttn(nn.Module):
         # The sampling keeps values and locations for backward. With recompute_sampling it keeps how to redo
         # them instead (one matmul each, from inputs kept anyway): a (B, S, C) and a (B, Lq, M, L, P, 2)
         # tensor less per layer for the whole step.
-        locate = (partial(_call_with_first, self._sampling_locations, rebuild_query_rows, reference_points,
-                          spatial_shapes) if rebuild
-                  else partial(self._sampling_locations, query_rows, reference_points, spatial_shapes))
-        keep_inputs = (recomputed_when_saved((value, project_values), (locations, locate))
+        if rebuild:  # no closure over query_rows here: it would keep the query alive after all
+            def rebuild_locations():
+                return self._sampling_locations(rebuild_query_rows(), reference_points, spatial_shapes)
+        else:
+            rebuild_locations = partial(self._sampling_locations, query_rows, reference_points, spatial_shapes)
+        keep_inputs = (recomputed_when_saved((value, project_values), (locations, rebuild_locations))
                        if self.recompute_sampling and self.rebuild_inputs else contextlib.nullcontext())
         no_autocast = (torch.autocast(value.device.type, enabled=False) if self.sample_in_fp32
                        else contextlib.nullcontext())
