@@ -117,8 +117,7 @@ def _level_sizes(spatial_shapes: List[Tuple[int, int]], num_points: int, device:
     return _over_points(sizes[:, 1], num_points), _over_points(sizes[:, 0], num_points)
 
 
-def _top_left_rows(canvas: _Canvas, spatial_shapes: List[Tuple[int, int]], sampling_locations: torch.Tensor,
-                   num_heads: int):
+def _top_left_rows(canvas: _Canvas, sampling_locations: torch.Tensor, num_heads: int):
     """Canvas row of every sample's top-left corner, and its fractional offsets from that corner.
 
     Args:
@@ -131,7 +130,7 @@ def _top_left_rows(canvas: _Canvas, spatial_shapes: List[Tuple[int, int]], sampl
         raise ValueError(f"{batch} x {canvas.num_cells} x {num_heads} canvas rows do not fit int32 indices")
     device, dtype = sampling_locations.device, sampling_locations.dtype
     num_points = sampling_locations.shape[-2]
-    widths, heights = _level_sizes(spatial_shapes, num_points, device, dtype)
+    widths, heights = _level_sizes(canvas.spatial_shapes, num_points, device, dtype)
     x, y = sampling_locations.unbind(-1)
     # align_corners=False: pixel centres sit at (i + 0.5) / size
     x = x * widths - 0.5
@@ -167,7 +166,7 @@ def _sample(value: torch.Tensor, spatial_shapes: List[Tuple[int, int]], sampling
     num_queries = sampling_locations.shape[1]
     canvas = _canvas(spatial_shapes)
     value_rows = _canvas_rows(value, canvas)
-    rows, fx, fy = _top_left_rows(canvas, spatial_shapes, sampling_locations, num_heads)
+    rows, fx, fy = _top_left_rows(canvas, sampling_locations, num_heads)
     out = 0
     for shift, weights in zip(_corner_offsets(canvas, num_heads), _corner_weights(fx, fy, attention_weights)):
         out = out + F.embedding_bag(rows, value_rows[shift:], mode="sum", per_sample_weights=weights.view(rows.shape))
@@ -245,7 +244,7 @@ class _RecomputedBagSample(torch.autograd.Function):
         grad_rows = grad_output.reshape(-1, head_dim).contiguous()
         canvas = _canvas(ctx.spatial_shapes)
         shifts = _corner_offsets(canvas, num_heads)
-        rows, fx, fy = _top_left_rows(canvas, ctx.spatial_shapes, sampling_locations, num_heads)
+        rows, fx, fy = _top_left_rows(canvas, sampling_locations, num_heads)
         num_canvas_rows = batch * canvas.num_cells * num_heads
         grad_value = grad_locations = grad_attention = None
         if need_value:
