@@ -11,10 +11,14 @@ does (bench/run_benchmarks.py does that for a whole table):
 
 The last line printed is a JSON record of the case. On a CUDA device (--device cuda) the step is timed with
 synchronisation and the allocator peak (torch.cuda.max_memory_allocated) is reported as well (that path is
-untested: no GPU was available when it was written).
+untested: no GPU was available when it was written). With --track-memory the step also runs under
+live_memory.LiveTensorMemory, which follows every tensor storage from its operator to its free: its peak counts
+what a CUDA allocator peak counts (parameters, gradients, activations, temporaries; not the libraries, the
+allocator's rounding or an op's internal workspace), on any device. It slows the step down (Python on every op).
 """
 import argparse
 import contextlib
+import itertools
 import json
 import resource
 import sys
@@ -25,6 +29,8 @@ import psutil
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from live_memory import LiveTensorMemory  # noqa: E402  (beside this script)
 
 
 def _cfg():
@@ -83,6 +89,8 @@ def main():
     parser.add_argument("--activation-checkpoint", action="store_true", help="MODEL.ESTS.ACTIVATION_CHECKPOINT")
     parser.add_argument("--no-deform-recompute", action="store_true", help="MODEL.ESTS.DEFORM_ATTN_RECOMPUTE off")
     parser.add_argument("--no-ffn-recompute", action="store_true", help="MODEL.ESTS.FFN_RECOMPUTE off")
+    parser.add_argument("--track-memory", action="store_true",
+                        help="also report the peak of live tensor memory (bench/live_memory.py; slower)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -104,6 +112,9 @@ def main():
                 else contextlib.nullcontext())
     if device_type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    # the model's tensors are part of what an allocator peak counts; the input image is not (a host tensor)
+    tracker = (LiveTensorMemory(itertools.chain(model.parameters(), model.buffers())) if args.track_memory
+               else None)
     _sync(args.device)
     # Imported libraries, model and input: memory the step neither causes nor can save (about 1 GiB on CPU).
     before_step_gib = _resident_gib()
@@ -111,10 +122,10 @@ def main():
     record = {"mode": args.mode, "size": args.size, "dtype": args.dtype, "threads": args.threads,
               "device": args.device, "activation_checkpoint": args.activation_checkpoint,
               "deform_recompute": not args.no_deform_recompute, "ffn_recompute": not args.no_ffn_recompute,
-              "build_s": round(built - start, 2)}
+              "build_s": round(built - start, 2), "track_memory": args.track_memory}
     if args.mode == "eval":
         model.eval()
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), tracker or contextlib.nullcontext(), autocast:
             results = model(batch)
         _sync(args.device)
         step = time.perf_counter()
@@ -123,14 +134,15 @@ def main():
         record["gt"] = args.gt
         model.train()
         torch.manual_seed(0)
-        with autocast:
-            losses = model(batch)
-            total = sum(losses.values())
-        _sync(args.device)
-        forward = time.perf_counter()
-        total.backward()
-        _sync(args.device)
-        step = time.perf_counter()
+        with tracker or contextlib.nullcontext():
+            with autocast:
+                losses = model(batch)
+                total = sum(losses.values())
+            _sync(args.device)
+            forward = time.perf_counter()
+            total.backward()
+            _sync(args.device)
+            step = time.perf_counter()
         record.update(forward_s=round(forward - built, 2), backward_s=round(step - forward, 2),
                       loss_total=round(float(total), 3))
         detail = (f"forward+loss {forward - built:.1f} s, backward {step - forward:.1f} s, "
@@ -141,6 +153,8 @@ def main():
                   rss_before_step_gib=round(before_step_gib, 3), step_peak_gib=round(peak_gib - before_step_gib, 3))
     if device_type == "cuda":
         record["cuda_peak_alloc_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+    if tracker is not None:
+        record["live_tensor_peak_gib"] = round(tracker.peak_bytes / 2**30, 3)
     print(f"mode={args.mode} size={args.size} dtype={args.dtype} threads={args.threads}: build {built - start:.1f} s, "
           f"step {step - built:.1f} s ({detail}), peak RSS {peak_gib:.2f} GiB "
           f"({peak_gib - before_step_gib:.2f} GiB above the {before_step_gib:.2f} GiB before the step)")
