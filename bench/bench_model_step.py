@@ -140,6 +140,8 @@ def main():
                 total = sum(losses.values())
             _sync(args.device)
             forward = time.perf_counter()
+            if tracker is not None:  # what the graph holds for backward (and the losses)
+                record["live_tensor_after_forward_gib"] = round(tracker.current_bytes / 2**30, 3)
             total.backward()
             _sync(args.device)
             step = time.perf_counter()
