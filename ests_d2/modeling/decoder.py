@@ -8,14 +8,15 @@ also drive the layer-to-layer updates.
 
 Layout: the decoder state is batch-first (B, N, K, D), K = 1 + T slots.
 """
+import contextlib
 from functools import partial
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import MLP, feed_forward, inverse_sigmoid, multihead_attention
+from .layers import MLP, feed_forward, inverse_sigmoid, multihead_attention, recomputed_when_saved
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import box_sine_embedding, text_position_table
 
@@ -25,15 +26,14 @@ class ESTSDecoderLayer(nn.Module):
 
     def __init__(self, d_model: int, d_ffn: int, n_levels: int, n_heads: int, n_points: int,
                  dropout: float = 0.0, attn_fp32: bool = True, attn_recompute: bool = False,
-                 ffn_recompute: bool = False, attn_rebuild_inputs: bool = True):
+                 ffn_recompute: bool = False, rebuild_inputs: bool = True):
         super().__init__()
         self.ffn_recompute = ffn_recompute
-        # attention inputs rebuilt in backward (exact, see multihead_attention / MSDeformAttn), except in
-        # activation-checkpointed layers, where the checkpoint handles every saved tensor
-        self.rebuild_attention_inputs = attn_rebuild_inputs
+        # attention and norm inputs rebuilt in backward (exact, see multihead_attention, MSDeformAttn and
+        # _residual_norm), except in activation-checkpointed layers, where the checkpoint handles every saved tensor
+        self.rebuild_inputs = rebuild_inputs
         self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32,
-                                       recompute_sampling=attn_recompute,
-                                       rebuild_inputs=attn_rebuild_inputs)
+                                       recompute_sampling=attn_recompute, rebuild_inputs=rebuild_inputs)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.attn_inter = nn.MultiheadAttention(d_model, n_heads, dropout=dropout)
@@ -76,34 +76,61 @@ class ESTSDecoderLayer(nn.Module):
         diagonal = torch.full((num_slots, num_slots), 0.0, dtype=x.dtype, device=x.device)
         diagonal.fill_diagonal_(float("-inf"))
         attn = multihead_attention(self.attn_m, x + text_pos, language + text_pos, language, attn_mask=diagonal,
-                                   rebuild_projections=self.rebuild_attention_inputs)
-        residual = x + self.dropout_m(attn)
-        x = self.norm_m(residual)
-        x = self.norm3_m(x + self.dropout4_m(feed_forward(x, self.linear1_m, self.dropout3_m, self.linear2_m,
-                                                          self.ffn_recompute, partial(self.norm_m, residual))))
+                                   rebuild_projections=self.rebuild_inputs)
+        x, rebuild_x = self._residual_norm(self.norm_m, x, self.dropout_m(attn), rebuild_input=None)
+        ffn = feed_forward(x, self.linear1_m, self.dropout3_m, self.linear2_m, self.ffn_recompute, rebuild_x)
+        x, rebuild_x = self._residual_norm(self.norm3_m, x, self.dropout4_m(ffn), rebuild_x)
         # 2. intra-instance self-attention over the K slots
         qk = x + text_pos
-        attn = multihead_attention(self.attn_intra, qk, qk, x, same_qk=True,
-                                   rebuild_projections=self.rebuild_attention_inputs)
-        x = self.norm_intra(x + self.dropout_intra(attn))
+        attn = multihead_attention(self.attn_intra, qk, qk, x, same_qk=True, rebuild_projections=self.rebuild_inputs)
+        x, rebuild_x = self._residual_norm(self.norm_intra, x, self.dropout_intra(attn), rebuild_x)
         # 3. inter-instance self-attention over the N instances, every slot index independently: one call
         #    with (B, K) as batch dimensions
         x_inter = x.transpose(1, 2)  # (B, K, N, D)
         qk = x_inter + query_pos[:, None]
         attn = multihead_attention(self.attn_inter, qk, qk, x_inter, attn_mask=instance_mask, same_qk=True,
-                                   rebuild_projections=self.rebuild_attention_inputs)
-        x = self.norm_inter(x_inter + self.dropout_inter(attn)).transpose(1, 2)
+                                   rebuild_projections=self.rebuild_inputs)
+        x, rebuild_x = self._residual_norm(self.norm_inter, x_inter, self.dropout_inter(attn),
+                                           partial(_transposed, rebuild_x))
+        x, rebuild_x = x.transpose(1, 2), partial(_transposed, rebuild_x)
         # 4. deformable cross-attention, every slot sampling around its instance's box
         batch, num_inst, _, dim = x.shape
         query = (x + query_pos[:, :, None]).reshape(batch, num_inst * num_slots, dim)
         reference = box_reference[:, :, None].expand(-1, -1, num_slots, -1, -1).flatten(1, 2)
         attn = self.cross_attn(query, reference, memory, spatial_shapes, padding_mask)
-        residual = x + self.dropout1(attn.view(batch, num_inst, num_slots, dim))
-        x = self.norm1(residual)
+        x, rebuild_x = self._residual_norm(self.norm1, x, self.dropout1(attn.view(batch, num_inst, num_slots, dim)),
+                                           rebuild_x)
         # 5. FFN
-        x = self.norm3(x + self.dropout4(feed_forward(x, self.linear1, self.dropout3, self.linear2,
-                                                      self.ffn_recompute, partial(self.norm1, residual))))
+        ffn = feed_forward(x, self.linear1, self.dropout3, self.linear2, self.ffn_recompute, rebuild_x)
+        x, _ = self._residual_norm(self.norm3, x, self.dropout4(ffn), rebuild_x)
         return x
+
+    def _residual_norm(self, norm: nn.LayerNorm, x: torch.Tensor, update: torch.Tensor,
+                       rebuild_input: Optional[Callable[[], torch.Tensor]]):
+        """``norm(x + update)`` and a function that redoes it bit for bit.
+
+        Under autocast the update comes from a matmul in half precision while the sum is float32, and the
+        norm keeps that float32 sum for backward: 7.6 MiB per norm at 300 instances x 26 slots, 36 norms.
+        When x can be rebuilt (``rebuild_input``: the previous norm's output, redone from what that norm
+        keeps), the update is kept instead, at half the size, and backward rebuilds the sum. Each rebuild
+        redoes the chain of norms back to the layer's first, which is stored: a few LayerNorms per layer.
+        In float32 the update is as large as the sum and nothing is rebuilt.
+        """
+        residual = x + update
+
+        def rebuild_residual():
+            return rebuild_input() + update
+
+        rebuild = (self.rebuild_inputs and rebuild_input is not None and torch.is_grad_enabled()
+                   and update.element_size() < residual.element_size())
+        with recomputed_when_saved((residual, rebuild_residual)) if rebuild else contextlib.nullcontext():
+            out = norm(residual)
+        return out, (lambda: norm(rebuild_residual())) if rebuild else partial(norm, residual)
+
+
+def _transposed(rebuild: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The rebuilt tensor with the instance and slot dimensions swapped, (B, N, K, D) <-> (B, K, N, D)."""
+    return rebuild().transpose(1, 2)
 
 
 class ESTSDecoder(nn.Module):
@@ -126,7 +153,7 @@ class ESTSDecoder(nn.Module):
         self.layers = nn.ModuleList(
             # a checkpointed layer's tensors are dropped and recomputed by the checkpoint: no rebuild recipes inside
             ESTSDecoderLayer(d_model, d_ffn, n_levels, n_heads, n_points, dropout, attn_fp32, attn_recompute,
-                             ffn_recompute, attn_rebuild_inputs=not activation_checkpoint)
+                             ffn_recompute, rebuild_inputs=not activation_checkpoint)
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)

@@ -118,4 +118,4 @@ def test_rebuild_recipes_are_left_to_the_checkpoint_in_checkpointed_layers(check
     attns = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
     assert attns and all(m.recompute_sampling and m.rebuild_inputs != checkpointed for m in attns)
     decoder_layers = [m for m in model.modules() if isinstance(m, ESTSDecoderLayer)]
-    assert decoder_layers and all(m.rebuild_attention_inputs != checkpointed for m in decoder_layers)
+    assert decoder_layers and all(m.rebuild_inputs != checkpointed for m in decoder_layers)
