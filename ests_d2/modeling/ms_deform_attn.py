@@ -68,12 +68,14 @@ def _corner_offsets(canvas: _Canvas, num_heads: int) -> Tuple[int, int, int, int
     return 0, num_heads, down, down + num_heads
 
 
-def _canvas_rows(value: torch.Tensor, canvas: _Canvas) -> torch.Tensor:
-    """(B, S, M, Dh) values -> (B * num_cells * M, Dh) canvas rows, zeros on the borders (differentiable)."""
+def _canvas_rows(value: torch.Tensor, canvas: _Canvas, dtype: torch.dtype) -> torch.Tensor:
+    """(B, S, M, Dh) values -> (B * num_cells * M, Dh) canvas rows in ``dtype``, zeros on the borders
+    (differentiable). Values in a lower precision are upcast as they are written: exact, and no upcast copy of
+    the whole value map exists beside the canvas."""
     batch, _, num_heads, head_dim = value.shape
     # level by level into an uninitialised board, borders zeroed apart: every cell is written once (a zeroed
     # board filled by index_copy writes it twice and takes twice as long)
-    board = value.new_empty(batch, canvas.num_cells // canvas.width, canvas.width, num_heads, head_dim)
+    board = value.new_empty(batch, canvas.num_cells // canvas.width, canvas.width, num_heads, head_dim, dtype=dtype)
     board[:, : canvas.level_tops[0]] = 0
     for (h, w), top in zip(canvas.spatial_shapes, canvas.level_tops):
         board[:, top:top + h, :_BORDER] = 0
@@ -84,12 +86,14 @@ def _canvas_rows(value: torch.Tensor, canvas: _Canvas) -> torch.Tensor:
     return board.view(-1, head_dim)
 
 
-def _canvas_values(rows: torch.Tensor, canvas: _Canvas, batch: int, num_heads: int) -> torch.Tensor:
-    """Inverse of ``_canvas_rows`` (not differentiable): (B * num_cells * M, Dh) -> (B, S, M, Dh), borders dropped."""
+def _canvas_values(rows: torch.Tensor, canvas: _Canvas, batch: int, num_heads: int, dtype: torch.dtype
+                   ) -> torch.Tensor:
+    """Inverse of ``_canvas_rows`` (not differentiable): (B * num_cells * M, Dh) -> (B, S, M, Dh) in ``dtype``,
+    borders dropped (a lower precision is rounded to as the cells are read, as ``.to`` would)."""
     head_dim = rows.shape[-1]
     board = rows.view(batch, canvas.num_cells // canvas.width, canvas.width, num_heads, head_dim)
     num_tokens = sum(h * w for h, w in canvas.spatial_shapes)
-    values = rows.new_empty(batch, num_tokens, num_heads, head_dim)
+    values = rows.new_empty(batch, num_tokens, num_heads, head_dim, dtype=dtype)
     for window, level in _level_windows(canvas, board, values):
         level.copy_(window)
     return values
@@ -161,11 +165,11 @@ def _corner_weights(fx: torch.Tensor, fy: torch.Tensor, attention_weights: torch
 
 
 def _sample(value: torch.Tensor, spatial_shapes: List[Tuple[int, int]], sampling_locations: torch.Tensor,
-            attention_weights: torch.Tensor) -> torch.Tensor:
+            attention_weights: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
     batch, _, num_heads, head_dim = value.shape
     num_queries = sampling_locations.shape[1]
     canvas = _canvas(spatial_shapes)
-    value_rows = _canvas_rows(value, canvas)
+    value_rows = _canvas_rows(value, canvas, compute_dtype)
     rows, fx, fy = _top_left_rows(canvas, sampling_locations, num_heads)
     out = 0
     for shift, weights in zip(_corner_offsets(canvas, num_heads), _corner_weights(fx, fy, attention_weights)):
@@ -231,16 +235,15 @@ class _RecomputedBagSample(torch.autograd.Function):
         # the size.
         ctx.spatial_shapes, ctx.compute_dtype = spatial_shapes, compute_dtype
         ctx.save_for_backward(value, sampling_locations, attention_weights)
-        return _sample(value.to(compute_dtype), spatial_shapes, sampling_locations.to(compute_dtype),
-                       attention_weights.to(compute_dtype))
+        return _sample(value, spatial_shapes, sampling_locations.to(compute_dtype),
+                       attention_weights.to(compute_dtype), compute_dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
         value_in, locations_in, attention_in = ctx.saved_tensors
-        value, sampling_locations, attention_weights = (
-            t.to(ctx.compute_dtype) for t in (value_in, locations_in, attention_in))
+        sampling_locations, attention_weights = (t.to(ctx.compute_dtype) for t in (locations_in, attention_in))
         need_value, need_locations, need_attention = ctx.needs_input_grad[:3]
-        batch, _, num_heads, head_dim = value.shape
+        batch, _, num_heads, head_dim = value_in.shape
         grad_rows = grad_output.reshape(-1, head_dim).contiguous()
         canvas = _canvas(ctx.spatial_shapes)
         shifts = _corner_offsets(canvas, num_heads)
@@ -257,9 +260,9 @@ class _RecomputedBagSample(torch.autograd.Function):
                 grad_canvas[shift:shift + bags.offsets.shape[0]].add_(F.embedding_bag(
                     bags.reading_bags, grad_rows, bags.offsets, mode="sum", per_sample_weights=weights))
             del bags
-            grad_value = _canvas_values(grad_canvas, canvas, batch, num_heads)
+            grad_value = _canvas_values(grad_canvas, canvas, batch, num_heads, value_in.dtype)
         if need_locations or need_attention:
-            value_rows = _canvas_rows(value, canvas)
+            value_rows = _canvas_rows(value_in, canvas, ctx.compute_dtype)
             g00, g01, g10, g11 = (g.view(fx.shape) for g in _sample_weight_grads(rows, grad_rows, value_rows, shifts))
             del rows, value_rows
             # chain rule of _corner_weights: w = a * wy * wx, wx0 = 1 - fx, wx1 = fx, x = location_x * W - 0.5
@@ -272,7 +275,7 @@ class _RecomputedBagSample(torch.autograd.Function):
             widths, heights = _level_sizes(ctx.spatial_shapes, fx.shape[-1], fx.device, fx.dtype)
             grad_locations = torch.stack((grad_fx * widths, grad_fy * heights), -1)
         # gradients in the dtypes of the inputs, as autograd's ToCopyBackward of an outside upcast would give
-        return (grad_value.to(value_in.dtype) if need_value else None,
+        return (grad_value if need_value else None,
                 grad_locations.to(locations_in.dtype) if need_locations else None,
                 grad_attention.to(attention_in.dtype) if need_attention else None, None, None)
 
@@ -309,8 +312,8 @@ def ms_deform_attn_sample(
     compute_dtype = compute_dtype or value.dtype
     if tracking and recompute_in_backward and compute_dtype in (torch.float32, torch.float64):
         return _RecomputedBagSample.apply(value, sampling_locations, attention_weights, spatial_shapes, compute_dtype)
-    return _sample(value.to(compute_dtype), spatial_shapes, sampling_locations.to(compute_dtype),
-                   attention_weights.to(compute_dtype))
+    return _sample(value, spatial_shapes, sampling_locations.to(compute_dtype), attention_weights.to(compute_dtype),
+                   compute_dtype)
 
 
 class MSDeformAttn(nn.Module):

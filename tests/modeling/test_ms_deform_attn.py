@@ -257,6 +257,34 @@ def test_low_precision_inputs_are_saved_as_they_came_and_give_the_upcast_gradien
     assert saved[value.numel()] == {torch.bfloat16} and saved[weights.numel()] == {torch.bfloat16}
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+def test_low_precision_values_are_upcast_into_the_canvas_without_a_full_copy(recompute):
+    # the canvas is float32 anyway; an upcast copy of the whole value map beside it would be one more
+    # value-sized float32 tensor at the sampling's peak (33 MiB per call at 640x640)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    gen = torch.Generator().manual_seed(7)
+    shapes = [(4, 6), (2, 3)]
+    value = torch.randn(2, 30, 2, 4, generator=gen).bfloat16().requires_grad_()
+    locations = (torch.rand(2, 5, 2, 2, 3, 2, generator=gen) * 1.2 - 0.1).requires_grad_()
+    weights = torch.rand(2, 5, 2, 2, 3, generator=gen).bfloat16().requires_grad_()
+    made = []
+
+    class Outputs(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            made.extend((str(func), t.dtype, tuple(t.shape)) for t in (out if isinstance(out, tuple) else (out,))
+                        if isinstance(t, torch.Tensor))
+            return out
+
+    with Outputs():
+        out = ms_deform_attn_sample(value, shapes, locations, weights, recompute_in_backward=recompute,
+                                    compute_dtype=torch.float32)
+        out.float().sum().backward()
+    assert out.dtype == torch.float32 and value.grad.dtype == torch.bfloat16
+    assert not [m for m in made if m[1:] == (torch.float32, tuple(value.shape))]
+
+
 def test_query_is_cast_once_for_both_projections_under_autocast():
     # sampling_offsets and attention_weights read the same query: one bfloat16 copy kept for backward, not two
     torch.manual_seed(0)
