@@ -166,7 +166,9 @@ def _corner_weights(fx: torch.Tensor, fy: torch.Tensor, attention_weights: torch
 
 def _sample(value: torch.Tensor, spatial_shapes: List[Tuple[int, int]], sampling_locations: torch.Tensor,
             attention_weights: torch.Tensor, compute_dtype: torch.dtype) -> torch.Tensor:
+    """The sampling in ``compute_dtype``, every input upcast to it (the values as the canvas is written)."""
     batch, _, num_heads, head_dim = value.shape
+    sampling_locations, attention_weights = sampling_locations.to(compute_dtype), attention_weights.to(compute_dtype)
     num_queries = sampling_locations.shape[1]
     canvas = _canvas(spatial_shapes)
     value_rows = _canvas_rows(value, canvas, compute_dtype)
@@ -235,8 +237,7 @@ class _RecomputedBagSample(torch.autograd.Function):
         # the size.
         ctx.spatial_shapes, ctx.compute_dtype = spatial_shapes, compute_dtype
         ctx.save_for_backward(value, sampling_locations, attention_weights)
-        return _sample(value, spatial_shapes, sampling_locations.to(compute_dtype),
-                       attention_weights.to(compute_dtype), compute_dtype)
+        return _sample(value, spatial_shapes, sampling_locations, attention_weights, compute_dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
@@ -312,8 +313,7 @@ def ms_deform_attn_sample(
     compute_dtype = compute_dtype or value.dtype
     if tracking and recompute_in_backward and compute_dtype in (torch.float32, torch.float64):
         return _RecomputedBagSample.apply(value, sampling_locations, attention_weights, spatial_shapes, compute_dtype)
-    return _sample(value, spatial_shapes, sampling_locations.to(compute_dtype), attention_weights.to(compute_dtype),
-                   compute_dtype)
+    return _sample(value, spatial_shapes, sampling_locations, attention_weights, compute_dtype)
 
 
 class MSDeformAttn(nn.Module):
