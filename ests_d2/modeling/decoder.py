@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import MLP, feed_forward, inverse_sigmoid, multihead_attention, recomputed_when_saved
+from .layers import MLP, add_rebuilt, feed_forward, inverse_sigmoid, multihead_attention, recomputed_when_saved
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import box_sine_embedding, text_position_table
 
@@ -117,10 +117,7 @@ class ESTSDecoderLayer(nn.Module):
         In float32 the update is as large as the sum and nothing is rebuilt.
         """
         residual = x + update
-
-        def rebuild_residual():
-            return rebuild_input() + update
-
+        rebuild_residual = partial(add_rebuilt, rebuild_input, update)
         rebuild = (self.rebuild_inputs and rebuild_input is not None and torch.is_grad_enabled()
                    and update.element_size() < residual.element_size())
         with recomputed_when_saved((residual, rebuild_residual)) if rebuild else contextlib.nullcontext():

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import feed_forward
+from .layers import add_rebuilt, feed_forward
 from .ms_deform_attn import MSDeformAttn
 
 
@@ -46,7 +46,7 @@ class DeformableEncoderLayer(nn.Module):
             index = token_index[..., None].expand(-1, -1, src.shape[-1])
             value_input = src.new_zeros(src.shape[0], padding_mask.shape[1], src.shape[-1]).scatter(1, index, src)
         # the query src + pos: both parts can be had again in backward, so the attention need not keep it
-        rebuild_query = partial(_add_rebuilt, rebuild_src, pos) if rebuild_src is not None else None
+        rebuild_query = partial(add_rebuilt, rebuild_src, pos) if rebuild_src is not None else None
         attn = self.self_attn(src + pos, reference_points, value_input, spatial_shapes, padding_mask, rebuild_query)
         residual = src + self.dropout1(attn)
         src = self.norm1(residual)
@@ -54,10 +54,6 @@ class DeformableEncoderLayer(nn.Module):
                            rebuild_input=partial(self.norm1, residual))
         residual = src + self.dropout3(ffn)
         return self.norm2(residual), partial(self.norm2, residual)
-
-
-def _add_rebuilt(rebuild, other):
-    return rebuild() + other
 
 
 def encoder_reference_points(spatial_shapes: List[Tuple[int, int]], valid_ratios: torch.Tensor) -> torch.Tensor:

@@ -140,6 +140,11 @@ def autocast_matmul_input(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def add_rebuilt(rebuild: Callable[[], torch.Tensor], other: torch.Tensor) -> torch.Tensor:
+    """``rebuild() + other``: a recipe for a sum whose first term is itself rebuilt (bind it with ``partial``)."""
+    return rebuild() + other
+
+
 @contextlib.contextmanager
 def recomputed_when_saved(*recipes: Tuple[torch.Tensor, Callable[[], torch.Tensor]]):
     """Inside the block, autograd keeps each recipe's ``recompute`` instead of its ``tensor``; backward calls it
