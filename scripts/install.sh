@@ -4,6 +4,7 @@
 #
 #   VENV=.venv bash scripts/install.sh          # default venv location
 #   ESTS_USE_CURRENT_PYTHON=1 bash scripts/install.sh   # install into the active interpreter instead
+#   WHEELHOUSE=DIR bash scripts/install.sh      # offline: install only from DIR (made by scripts/wheelhouse.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +29,15 @@ else
 fi
 # -qq: this machine's pip config prints a warning per missing local index otherwise; errors still show.
 PIP=("$PY" -m pip -qq --disable-pip-version-check)
+INSTALL=("${PIP[@]}" install)
+WHEELHOUSE="${WHEELHOUSE:-}"
+if [ -n "$WHEELHOUSE" ]; then
+  [ -f "$WHEELHOUSE/pb1-detectron2-0.6.tar.gz" ] || die "WHEELHOUSE=$WHEELHOUSE holds no pb1-detectron2-0.6.tar.gz"
+  # No index at all; sdists (fvcore, antlr4) build with the environment's own setuptools, since an offline
+  # wheelhouse that leaves out what the target has cannot feed pip's isolated build environments.
+  INSTALL+=(--no-index --find-links "$(cd "$WHEELHOUSE" && pwd)" --no-build-isolation)
+  "${INSTALL[@]}" setuptools wheel || die "setuptools and wheel are neither installed nor in $WHEELHOUSE"
+fi
 
 # Which of our requirements import already? One interpreter start, since importing torch costs seconds.
 probe() { "$PY" - <<'PYEOF' 2>/dev/null
@@ -50,7 +60,7 @@ if have torch torchvision; then
 else
   step "installing $TORCH_SPEC"
   # shellcheck disable=SC2086
-  "${PIP[@]}" install $TORCH_SPEC wheel || die "pip could not install $TORCH_SPEC"
+  "${INSTALL[@]}" $TORCH_SPEC wheel || die "pip could not install $TORCH_SPEC"
 fi
 
 # 2. detectron2: keep any importable one (GPU users build theirs from source)
@@ -59,15 +69,19 @@ if have detectron2.engine; then
 else
   step "building detectron2 0.6 from the PyPI sdist pb1-detectron2==0.6"
   rm -rf "$BUILD"; mkdir -p "$BUILD"
-  "${PIP[@]}" download --no-deps --no-binary=:all: -d "$BUILD" "pb1-detectron2==0.6" \
-    || die "could not download pb1-detectron2==0.6 from PyPI"
+  if [ -n "$WHEELHOUSE" ]; then
+    cp "$WHEELHOUSE/pb1-detectron2-0.6.tar.gz" "$BUILD/"
+  else
+    "${PIP[@]}" download --no-deps --no-binary=:all: -d "$BUILD" "pb1-detectron2==0.6" \
+      || die "could not download pb1-detectron2==0.6 from PyPI"
+  fi
   echo "$D2_SDIST_SHA256  $BUILD/pb1-detectron2-0.6.tar.gz" | sha256sum -c --quiet - \
     || die "sha256 of pb1-detectron2-0.6.tar.gz does not match: refusing to build it"
   tar -xzf "$BUILD/pb1-detectron2-0.6.tar.gz" -C "$BUILD"
   "$PY" "$ROOT/scripts/patch_detectron2_sdist.py" "$BUILD/pb1-detectron2-0.6" \
     || die "the detectron2 source edit did not apply (unexpected sdist contents?)"
-  "${PIP[@]}" install wheel
-  "${PIP[@]}" install --no-build-isolation "$BUILD/pb1-detectron2-0.6" \
+  "${INSTALL[@]}" wheel
+  "${INSTALL[@]}" --no-build-isolation "$BUILD/pb1-detectron2-0.6" \
     || die "building detectron2 failed (needs g++ and the Python headers)"
   "$PY" -W ignore -c "import detectron2.engine" || die "detectron2 was built but does not import"
 fi
@@ -79,7 +93,7 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SETUP_SHA" ] && have ests_d2; then
   step "ests-d2 already installed from $ROOT"
 else
   step "installing ests-d2 (editable)"
-  "${PIP[@]}" install -e "$ROOT[test]" || die "pip could not install the project"
+  "${INSTALL[@]}" -e "$ROOT[test]" || die "pip could not install the project"
   "$PY" -W ignore -c "import ests_d2, detectron2.engine" || die "ests_d2 does not import after install"
   echo "$SETUP_SHA" > "$STAMP"
 fi

@@ -44,3 +44,12 @@ def test_patch_refuses_an_unexpected_sdist(tmp_path):
     assert "expected 10 edited files, edited 1" in result.stderr
     assert (pkg / "layers" / "csrc" / "vision.cpp").is_file()
     assert "x = float(1)" in (pkg / "uses_alias.py").read_text()
+
+
+def test_offline_install_refuses_a_wheelhouse_without_the_detectron2_sdist(tmp_path):
+    env = dict(os.environ, VENV=sys.prefix, BUILD=str(tmp_path / "d2build"), WHEELHOUSE=str(tmp_path))
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts" / "install.sh")], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode != 0
+    assert f"WHEELHOUSE={tmp_path} holds no pb1-detectron2-0.6.tar.gz" in result.stderr
