@@ -22,6 +22,8 @@ untested: no GPU was available when it was written). With --track-memory the ste
 live_memory.LiveTensorMemory, which follows every tensor storage from its operator to its free: its peak counts
 what a CUDA allocator peak counts (parameters, gradients, activations, temporaries; not the libraries, the
 allocator's rounding or an op's internal workspace), on any device. It slows the step down (Python on every op).
+With --cuda-autocast-rules a CPU bf16/fp16 step keeps in float32 what CUDA autocast would (LayerNorm, softmax,
+...: bench/cuda_autocast_rules.py), for an estimate of a GPU's mixed-precision memory.
 """
 import argparse
 import contextlib
@@ -37,7 +39,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from live_memory import LiveTensorMemory  # noqa: E402  (beside this script)
+from cuda_autocast_rules import CudaAutocastFloat32Rules  # noqa: E402  (beside this script)
+from live_memory import LiveTensorMemory  # noqa: E402
 
 
 def _cfg():
@@ -113,10 +116,15 @@ def main():
                              "devices can be compared (bench/compare_steps.py)")
     parser.add_argument("--save-step", type=Path,
                         help="training: save the step's losses and parameter gradients to this file (torch.save)")
+    parser.add_argument("--cuda-autocast-rules", action="store_true",
+                        help="on a CPU with --dtype bf16/fp16: run the operators CUDA autocast keeps in float32 in "
+                             "float32 (bench/cuda_autocast_rules.py), to estimate a GPU's mixed-precision memory")
     parser.add_argument("--track-memory", action="store_true",
                         help="also report the peak of live tensor memory (bench/live_memory.py; slower)")
     args = parser.parse_args()
     args.width = args.width or args.size
+    if args.cuda_autocast_rules and (args.device != "cpu" or args.dtype == "fp32"):
+        parser.error("--cuda-autocast-rules emulates CUDA autocast on a CPU: it needs --device cpu and bf16/fp16")
     torch.set_num_threads(args.threads)
 
     from detectron2.modeling import build_model
@@ -138,6 +146,8 @@ def main():
     device_type = torch.device(args.device).type
     autocast = (torch.autocast(device_type, dtype=_AUTOCAST_DTYPES[args.dtype]) if _AUTOCAST_DTYPES[args.dtype]
                 else contextlib.nullcontext())
+    # around the whole step: backward's recomputations re-enter the forward's autocast, and must see the same rules
+    rules = CudaAutocastFloat32Rules() if args.cuda_autocast_rules else None
     if device_type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     # the model's tensors are part of what an allocator peak counts; the input image is not (a host tensor)
@@ -151,10 +161,11 @@ def main():
               "threads": args.threads, "device": args.device, "dn_noise": not args.no_dn_noise,
               "activation_checkpoint": args.activation_checkpoint,
               "deform_recompute": not args.no_deform_recompute, "ffn_recompute": not args.no_ffn_recompute,
-              "build_s": round(built - start, 2), "track_memory": args.track_memory}
+              "build_s": round(built - start, 2), "track_memory": args.track_memory,
+              "cuda_autocast_rules": args.cuda_autocast_rules}
     if args.mode == "eval":
         model.eval()
-        with torch.no_grad(), tracker or contextlib.nullcontext(), autocast:
+        with torch.no_grad(), tracker or contextlib.nullcontext(), rules or contextlib.nullcontext(), autocast:
             results = model(batch)
         _sync(args.device)
         step = time.perf_counter()
@@ -163,7 +174,7 @@ def main():
         record["gt"] = args.gt
         model.train()
         torch.manual_seed(0)
-        with tracker or contextlib.nullcontext():
+        with tracker or contextlib.nullcontext(), rules or contextlib.nullcontext():
             with autocast:
                 losses = model(batch)
                 total = sum(losses.values())
@@ -191,6 +202,8 @@ def main():
         record["cuda_peak_alloc_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         record["cuda_peak_reserved_gib"] = round(torch.cuda.max_memory_reserved() / 2**30, 3)
         record["cuda_device"] = torch.cuda.get_device_name()
+    if rules is not None:
+        record["cuda_rules_upcast_calls"] = rules.calls_upcast
     if tracker is not None:
         record["live_tensor_peak_gib"] = round(tracker.peak_bytes / 2**30, 3)
     print(f"mode={args.mode} size={args.size}x{args.width} batch={args.batch} dtype={args.dtype} "
