@@ -6,6 +6,7 @@ sums, most losses: ``AT_FORALL_FP32`` and ``AT_FORALL_FP32_SET_OPT_DTYPE`` in AT
 CPU autocast leaves them in their input's precision. :class:`CudaAutocastFloat32Rules` applies that list on top
 of CPU autocast, at the Python API (a ``TorchFunctionMode``): a listed function called with a bf16/fp16 tensor
 gets its floating-point tensors upcast, so its output (and what autograd keeps of it) is float32, as on a GPU.
+``Tensor.backward`` inside the mode keeps it on for the whole backward, where recomputations re-enter autocast.
 
 An approximation for benchmarks, not a CUDA autocast: it sees the functions Python code calls (``F.layer_norm``
 from ``nn.LayerNorm``, ``x.softmax``, ``x ** 2``), not those a fused operator or a Python function of torch's
@@ -56,9 +57,23 @@ class CudaAutocastFloat32Rules(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func is torch.Tensor.backward:
+            # A mode is off while its handler runs, so Tensor.backward would run the whole backward without the
+            # rules, yet backward's recomputations re-enter the forward's autocast and must see them too.
+            with self:
+                return _backward(*args, **kwargs)
         name = getattr(func, "__name__", "")
         if (name in CUDA_FLOAT32_OPS and torch.is_autocast_enabled("cpu") and kwargs.get("dtype") is None
                 and _has_low_precision(list(args) + list(kwargs.values()))):
             self.calls_upcast[name] = self.calls_upcast.get(name, 0) + 1
             args, kwargs = _upcast(args), {k: _upcast(v) for k, v in kwargs.items()}
         return func(*args, **kwargs)
+
+
+def _backward(tensor: torch.Tensor, gradient=None, retain_graph=None, create_graph=False, inputs=None):
+    """``Tensor.backward`` without its torch-function dispatch: autograd's engine, called directly (a torch
+    internal: ``torch.autograd.backward`` dispatches to the modes too)."""
+    gradient = torch.ones_like(tensor) if gradient is None else gradient
+    retain_graph = create_graph if retain_graph is None else retain_graph
+    torch.autograd.graph._engine_run_backward((tensor,), (gradient,), retain_graph, create_graph,
+                                              tuple(inputs or ()), allow_unreachable=True, accumulate_grad=True)

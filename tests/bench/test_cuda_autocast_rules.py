@@ -49,3 +49,25 @@ def test_upcast_values_and_gradients_are_those_of_the_float32_operator():
         y_ref = F.linear(reference, w)
     F.layer_norm(y_ref.float(), (8,)).sum().backward()
     assert torch.equal(x.grad, reference.grad)
+
+
+def test_the_rules_hold_in_backward_where_recomputations_re_enter_autocast():
+    seen = []
+
+    class RecomputesANorm(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x.clone()
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, = ctx.saved_tensors
+            with torch.autocast("cpu", dtype=torch.bfloat16):  # as the project's recomputations do
+                seen.append(F.layer_norm(x.bfloat16(), (8,)).dtype)
+            return grad
+
+    x = torch.randn(4, 8, requires_grad=True)
+    with CudaAutocastFloat32Rules():
+        RecomputesANorm.apply(x).sum().backward()
+    assert seen == [torch.float32] and torch.equal(x.grad, torch.ones(4, 8))
