@@ -43,7 +43,7 @@ def _add_model_config(cfg):
     e.NUM_SELECT = 100  # (query, class) pairs kept by post-processing
     e.ACTIVATION_CHECKPOINT = False  # recompute encoder/decoder layers in backward to save memory
     e.DEFORM_ATTN_FP32 = True  # run multi-scale deformable attention in fp32 under autocast
-    e.DEFORM_ATTN_RECOMPUTE = True  # training: redo sampling, value projection and sampling points in backward
+    e.DEFORM_ATTN_RECOMPUTE = True  # training: redo sampling, value projection, sampling points, weights in backward
     e.FFN_RECOMPUTE = True  # training: recompute the FFNs' inputs (LayerNorm) and wide activations in backward
 
     e.DN = CN()

@@ -8,7 +8,6 @@ also drive the layer-to-layer updates.
 
 Layout: the decoder state is batch-first (B, N, K, D), K = 1 + T slots.
 """
-import contextlib
 from functools import partial
 from typing import Callable, Dict, List, Optional
 
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import MLP, add_rebuilt, feed_forward, inverse_sigmoid, multihead_attention, recomputed_when_saved
+from .layers import MLP, feed_forward, inverse_sigmoid, multihead_attention, residual_norm
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import box_sine_embedding, text_position_table
 
@@ -30,7 +29,7 @@ class ESTSDecoderLayer(nn.Module):
         super().__init__()
         self.ffn_recompute = ffn_recompute
         # attention and norm inputs rebuilt in backward (exact, see multihead_attention, MSDeformAttn and
-        # _residual_norm), except in activation-checkpointed layers, where the checkpoint handles every saved tensor
+        # residual_norm), except in activation-checkpointed layers, where the checkpoint handles every saved tensor
         self.rebuild_inputs = rebuild_inputs
         self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32,
                                        recompute_sampling=attn_recompute, rebuild_inputs=rebuild_inputs)
@@ -72,57 +71,38 @@ class ESTSDecoderLayer(nn.Module):
             (B, N, K, D).
         """
         num_slots = x.shape[2]
+        # every norm's input sum rebuilt from the previous norm's output, back to the layer's first norm
+        add_norm = partial(residual_norm, allow_rebuild=self.rebuild_inputs)
         # 1. VLC: each slot reads the other slots' language (never its own position)
         diagonal = torch.full((num_slots, num_slots), 0.0, dtype=x.dtype, device=x.device)
         diagonal.fill_diagonal_(float("-inf"))
         attn = multihead_attention(self.attn_m, x + text_pos, language + text_pos, language, attn_mask=diagonal,
                                    rebuild_projections=self.rebuild_inputs)
-        x, rebuild_x = self._residual_norm(self.norm_m, x, self.dropout_m(attn), rebuild_input=None)
+        x, rebuild_x = add_norm(self.norm_m, x, self.dropout_m(attn), None)
         ffn = feed_forward(x, self.linear1_m, self.dropout3_m, self.linear2_m, self.ffn_recompute, rebuild_x)
-        x, rebuild_x = self._residual_norm(self.norm3_m, x, self.dropout4_m(ffn), rebuild_x)
+        x, rebuild_x = add_norm(self.norm3_m, x, self.dropout4_m(ffn), rebuild_x)
         # 2. intra-instance self-attention over the K slots
         qk = x + text_pos
         attn = multihead_attention(self.attn_intra, qk, qk, x, same_qk=True, rebuild_projections=self.rebuild_inputs)
-        x, rebuild_x = self._residual_norm(self.norm_intra, x, self.dropout_intra(attn), rebuild_x)
+        x, rebuild_x = add_norm(self.norm_intra, x, self.dropout_intra(attn), rebuild_x)
         # 3. inter-instance self-attention over the N instances, every slot index independently: one call
         #    with (B, K) as batch dimensions
         x_inter = x.transpose(1, 2)  # (B, K, N, D)
         qk = x_inter + query_pos[:, None]
         attn = multihead_attention(self.attn_inter, qk, qk, x_inter, attn_mask=instance_mask, same_qk=True,
                                    rebuild_projections=self.rebuild_inputs)
-        x, rebuild_x = self._residual_norm(self.norm_inter, x_inter, self.dropout_inter(attn),
-                                           partial(_transposed, rebuild_x))
+        x, rebuild_x = add_norm(self.norm_inter, x_inter, self.dropout_inter(attn), partial(_transposed, rebuild_x))
         x, rebuild_x = x.transpose(1, 2), partial(_transposed, rebuild_x)
         # 4. deformable cross-attention, every slot sampling around its instance's box
         batch, num_inst, _, dim = x.shape
         query = (x + query_pos[:, :, None]).reshape(batch, num_inst * num_slots, dim)
         reference = box_reference[:, :, None].expand(-1, -1, num_slots, -1, -1).flatten(1, 2)
         attn = self.cross_attn(query, reference, memory, spatial_shapes, padding_mask)
-        x, rebuild_x = self._residual_norm(self.norm1, x, self.dropout1(attn.view(batch, num_inst, num_slots, dim)),
-                                           rebuild_x)
+        x, rebuild_x = add_norm(self.norm1, x, self.dropout1(attn.view(batch, num_inst, num_slots, dim)), rebuild_x)
         # 5. FFN
         ffn = feed_forward(x, self.linear1, self.dropout3, self.linear2, self.ffn_recompute, rebuild_x)
-        x, _ = self._residual_norm(self.norm3, x, self.dropout4(ffn), rebuild_x)
+        x, _ = add_norm(self.norm3, x, self.dropout4(ffn), rebuild_x)
         return x
-
-    def _residual_norm(self, norm: nn.LayerNorm, x: torch.Tensor, update: torch.Tensor,
-                       rebuild_input: Optional[Callable[[], torch.Tensor]]):
-        """``norm(x + update)`` and a function that redoes it bit for bit.
-
-        Under autocast the update comes from a matmul in half precision while the sum is float32, and the
-        norm keeps that float32 sum for backward: 7.6 MiB per norm at 300 instances x 26 slots, 36 norms.
-        When x can be rebuilt (``rebuild_input``: the previous norm's output, redone from what that norm
-        keeps), the update is kept instead, at half the size, and backward rebuilds the sum. Each rebuild
-        redoes the chain of norms back to the layer's first, which is stored: a few LayerNorms per layer.
-        In float32 the update is as large as the sum and nothing is rebuilt.
-        """
-        residual = x + update
-        rebuild_residual = partial(add_rebuilt, rebuild_input, update)
-        rebuild = (self.rebuild_inputs and rebuild_input is not None and torch.is_grad_enabled()
-                   and update.element_size() < residual.element_size())
-        with recomputed_when_saved((residual, rebuild_residual)) if rebuild else contextlib.nullcontext():
-            out = norm(residual)
-        return out, (lambda: norm(rebuild_residual())) if rebuild else partial(norm, residual)
 
 
 def _transposed(rebuild: Callable[[], torch.Tensor]) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import add_rebuilt, feed_forward
+from .layers import add_rebuilt, feed_forward, residual_norm
 from .ms_deform_attn import MSDeformAttn
 
 
@@ -15,12 +15,14 @@ class DeformableEncoderLayer(nn.Module):
 
     def __init__(self, d_model: int, d_ffn: int, n_levels: int, n_heads: int, n_points: int,
                  dropout: float = 0.0, attn_fp32: bool = True, attn_recompute: bool = False,
-                 ffn_recompute: bool = False, attn_rebuild_inputs: bool = True):
+                 ffn_recompute: bool = False, rebuild_inputs: bool = True):
         super().__init__()
         self.ffn_recompute = ffn_recompute
+        # attention queries and the second norm's input rebuilt in backward (exact), except in
+        # activation-checkpointed layers, where the checkpoint handles every saved tensor
+        self.rebuild_inputs = rebuild_inputs
         self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32,
-                                      recompute_sampling=attn_recompute,
-                                      rebuild_inputs=attn_rebuild_inputs)
+                                      recompute_sampling=attn_recompute, rebuild_inputs=rebuild_inputs)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
@@ -39,7 +41,7 @@ class DeformableEncoderLayer(nn.Module):
             rebuild_src: how to get src back in backward without keeping it (the previous layer's
                 ``rebuild_output``), or None.
         Returns:
-            the (B, Lq, C) output, and ``rebuild_output``: how to get it back (its norm keeps its input anyway).
+            the (B, Lq, C) output, and ``rebuild_output``: how to get it back (from what the norms keep anyway).
         """
         value_input = src
         if token_index is not None:
@@ -48,12 +50,10 @@ class DeformableEncoderLayer(nn.Module):
         # the query src + pos: both parts can be had again in backward, so the attention need not keep it
         rebuild_query = partial(add_rebuilt, rebuild_src, pos) if rebuild_src is not None else None
         attn = self.self_attn(src + pos, reference_points, value_input, spatial_shapes, padding_mask, rebuild_query)
-        residual = src + self.dropout1(attn)
-        src = self.norm1(residual)
-        ffn = feed_forward(src, self.linear1, self.dropout2, self.linear2, self.ffn_recompute,
-                           rebuild_input=partial(self.norm1, residual))
-        residual = src + self.dropout3(ffn)
-        return self.norm2(residual), partial(self.norm2, residual)
+        # the first norm keeps its input; the second's (a float32 sum under CUDA autocast) is rebuilt from it
+        src, rebuild_src = residual_norm(self.norm1, src, self.dropout1(attn), None)
+        ffn = feed_forward(src, self.linear1, self.dropout2, self.linear2, self.ffn_recompute, rebuild_src)
+        return residual_norm(self.norm2, src, self.dropout3(ffn), rebuild_src, allow_rebuild=self.rebuild_inputs)
 
 
 def encoder_reference_points(spatial_shapes: List[Tuple[int, int]], valid_ratios: torch.Tensor) -> torch.Tensor:
@@ -83,7 +83,7 @@ class DeformableEncoder(nn.Module):
     def __init__(self, num_layers: int, activation_checkpoint: bool = False, **layer_kwargs):
         super().__init__()
         # a checkpointed layer's tensors are dropped and recomputed by the checkpoint: no rebuild recipes inside
-        self.layers = nn.ModuleList([DeformableEncoderLayer(attn_rebuild_inputs=not activation_checkpoint,
+        self.layers = nn.ModuleList([DeformableEncoderLayer(rebuild_inputs=not activation_checkpoint,
                                                             **layer_kwargs) for _ in range(num_layers)])
         self.activation_checkpoint = activation_checkpoint
 

@@ -1,6 +1,7 @@
 """Small building blocks shared by the ESTS transformer and heads."""
 import contextlib
 import weakref
+from functools import partial
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -145,7 +146,33 @@ def add_rebuilt(rebuild: Callable[[], torch.Tensor], other: torch.Tensor) -> tor
     return rebuild() + other
 
 
-@contextlib.contextmanager
+def residual_norm(norm: nn.LayerNorm, x: torch.Tensor, update: torch.Tensor,
+                  rebuild_x: Optional[Callable[[], torch.Tensor]], allow_rebuild: bool = True):
+    """``norm(x + update)`` of a post-norm residual block, and a function that redoes it bit for bit.
+
+    Under autocast the update comes from a matmul in half precision while the stream x, and so the sum, is
+    float32 (the decoder's stream always; the encoder's on CUDA, whose autocast runs the norms in float32),
+    and the norm keeps that float32 sum for backward. When x can be rebuilt (``rebuild_x``: typically the
+    previous norm's output, redone from what that norm keeps), the update is kept instead, at half the size,
+    and backward rebuilds the sum. Chains of rebuilds end at a norm called with ``rebuild_x=None``, whose
+    input is kept. In float32 the update is as large as the sum and nothing is rebuilt; nor with
+    ``allow_rebuild`` False (inside activation-checkpointed code: saved-tensor hooks do not nest).
+    """
+    residual = x + update
+    rebuild = (allow_rebuild and rebuild_x is not None and torch.is_grad_enabled()
+               and update.element_size() < residual.element_size())
+    if not rebuild:
+        return norm(residual), partial(norm, residual)
+    rebuild_residual = partial(add_rebuilt, rebuild_x, update)
+    with recomputed_when_saved((residual, rebuild_residual)):
+        out = norm(residual)
+    return out, partial(_norm_of_rebuilt, norm, rebuild_residual)
+
+
+def _norm_of_rebuilt(norm: nn.LayerNorm, rebuild_input: Callable[[], torch.Tensor]) -> torch.Tensor:
+    return norm(rebuild_input())
+
+
 def recomputed_when_saved(*recipes: Tuple[torch.Tensor, Callable[[], torch.Tensor]]):
     """Inside the block, autograd keeps each recipe's ``recompute`` instead of its ``tensor``; backward calls it
     to get the tensor back.
@@ -155,14 +182,35 @@ def recomputed_when_saved(*recipes: Tuple[torch.Tensor, Callable[[], torch.Tenso
     bit; it must only read tensors that stay alive anyway, or it keeps them alive instead. One block takes
     all recipes: of nested saved-tensor hooks only the innermost apply.
     """
-    device_type = recipes[0][0].device.type
-    autocast_state = (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
     # every tensor saved in the block keeps the hooks alive: strong references here would keep the tensors too
     recipe_refs = [(weakref.ref(tensor), recompute) for tensor, recompute in recipes]
-    recomputes = {id(recompute) for _, recompute in recipes}
+    return _saved_tensors_recomputed(
+        recipes[0][0].device.type,
+        lambda saved: next((recompute for ref, recompute in recipe_refs if saved is ref()), None))
+
+
+def output_recomputed_when_saved(output_shape: torch.Size, device_type: str, recompute: Callable[[], torch.Tensor]):
+    """Inside the block, the tensor of ``output_shape`` that autograd saves is kept as ``recompute``.
+
+    For an op whose backward reads its own output (softmax): ``recomputed_when_saved`` names the tensors it
+    replaces, which an output is not before the op has run. Run only that op in the block; ``recompute``
+    follows the same rules as there.
+    """
+    return _saved_tensors_recomputed(device_type, lambda saved: recompute if saved.shape == output_shape else None)
+
+
+@contextlib.contextmanager
+def _saved_tensors_recomputed(device_type: str, recipe_of: Callable[[torch.Tensor], Optional[Callable]]):
+    """Saved-tensor hooks that keep ``recipe_of(saved)`` instead of ``saved`` where it is not None."""
+    autocast_state = (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+    recomputes = set()
 
     def pack(saved):
-        return next((recompute for ref, recompute in recipe_refs if saved is ref()), saved)
+        recompute = recipe_of(saved)
+        if recompute is None:
+            return saved
+        recomputes.add(id(recompute))
+        return recompute
 
     def unpack(packed):
         if id(packed) not in recomputes:

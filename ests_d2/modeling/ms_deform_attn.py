@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import autocast_matmul_input, recomputed_when_saved
+from .layers import autocast_matmul_input, output_recomputed_when_saved, recomputed_when_saved
 
 # zero rows/columns around every level: a top-left corner clamped to -2 or to the map size reads two of them
 _BORDER = 2
@@ -327,8 +327,8 @@ class MSDeformAttn(nn.Module):
         sample_in_fp32: run the sampling in float32 even under autocast (bilinear weights and the
             softmax-weighted sum lose too much in half precision).
         recompute_sampling: in training, sample again in backward rather than storing every level's samples.
-        rebuild_inputs: with ``recompute_sampling``, keep how to rebuild the values and sampling points instead
-            of the tensors. Off inside activation-checkpointed layers: the checkpoint drops and recomputes all
+        rebuild_inputs: with ``recompute_sampling``, keep how to rebuild the values, sampling points and
+            attention weights instead of the tensors. Off inside activation-checkpointed layers: the checkpoint drops and recomputes all
             saved tensors itself, and saved-tensor hooks do not nest (ours would override the checkpoint's).
     """
 
@@ -426,25 +426,37 @@ class MSDeformAttn(nn.Module):
         def rebuild_query_rows():
             return autocast_matmul_input(rebuild_query().reshape(batch * num_queries, -1))
 
+        # The sampling keeps values, locations and weights for backward, and the softmax its output. With
+        # recompute_sampling they keep how to redo them instead (one matmul each, from inputs kept anyway): a
+        # (B, S, C), a (B, Lq, M, L, P, 2) and a (B, Lq, M, L * P) tensor less per layer for the whole step.
+        # Without a query recipe the query rows are kept anyway (by the projections).
+        recompute_inputs = self.recompute_sampling and self.rebuild_inputs and torch.is_grad_enabled()
+        # how backward gets the query rows again: no closure over query_rows with a query recipe (it would keep
+        # the query alive after all); without one the projections keep them anyway
+        rows_again = rebuild_query_rows if rebuild else (lambda: query_rows)
+
+        def probabilities_again():  # the softmax's output, (B, Lq, M, L * P)
+            return self.attention_weights(rows_again()).view(batch, num_queries, self.n_heads, -1).softmax(-1)
+
+        def weights_again():
+            return probabilities_again().view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
+
+        def locations_again():
+            return self._sampling_locations(rows_again(), reference_points, spatial_shapes)
+
         # with rebuild_query, the two query projections keep how to get the query back instead of the query
         with recomputed_when_saved((query_rows, rebuild_query_rows)) if rebuild else contextlib.nullcontext():
-            weights = self.attention_weights(query_rows).view(
-                batch, num_queries, self.n_heads, self.n_levels * self.n_points)
-            weights = weights.softmax(-1).view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
+            logits = self.attention_weights(query_rows).view(batch, num_queries, self.n_heads, -1)
             locations = self._sampling_locations(query_rows, reference_points, spatial_shapes)
+        with (output_recomputed_when_saved(logits.shape, logits.device.type, probabilities_again)
+              if recompute_inputs else contextlib.nullcontext()):
+            weights = logits.softmax(-1).view(batch, num_queries, self.n_heads, self.n_levels, self.n_points)
         # value and weights go to the sampling in their own dtype: it upcasts them itself (and keeps the
         # smaller originals for backward)
         sample_dtype = torch.float32 if self.sample_in_fp32 else None
-        # The sampling keeps values and locations for backward. With recompute_sampling it keeps how to redo
-        # them instead (one matmul each, from inputs kept anyway): a (B, S, C) and a (B, Lq, M, L, P, 2)
-        # tensor less per layer for the whole step.
-        if rebuild:  # no closure over query_rows here: it would keep the query alive after all
-            def rebuild_locations():
-                return self._sampling_locations(rebuild_query_rows(), reference_points, spatial_shapes)
-        else:
-            rebuild_locations = partial(self._sampling_locations, query_rows, reference_points, spatial_shapes)
-        keep_inputs = (recomputed_when_saved((value, project_values), (locations, rebuild_locations))
-                       if self.recompute_sampling and self.rebuild_inputs else contextlib.nullcontext())
+        keep_inputs = (recomputed_when_saved((value, project_values), (locations, locations_again),
+                                             (weights, weights_again))
+                       if recompute_inputs else contextlib.nullcontext())
         no_autocast = (torch.autocast(value.device.type, enabled=False) if self.sample_in_fp32
                        else contextlib.nullcontext())
         with keep_inputs, no_autocast:  # in this order: the recomputation runs under the forward's autocast

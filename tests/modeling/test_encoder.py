@@ -1,4 +1,7 @@
-"""The deformable encoder skips padded tokens as queries without changing any valid token's result."""
+"""The deformable encoder skips padded tokens as queries, and rebuilds what it can in backward, changing no bit."""
+import gc
+import weakref
+
 import pytest
 import torch
 
@@ -71,3 +74,47 @@ def test_rebuilding_queries_and_attention_inputs_changes_no_bit(monkeypatch, aut
     rebuilt = _encoder_step(monkeypatch, True, autocast, padded)
     stored = _encoder_step(monkeypatch, False, autocast, padded)
     assert all(torch.equal(a, b) for a, b in zip(rebuilt, stored))
+
+
+def _layer_step(rebuild_inputs: bool, autocast: bool, norm_inputs=None):
+    """One encoder layer on a float32 stream (as on CUDA, whose autocast runs LayerNorm in float32)."""
+    from ests_d2.modeling.encoder import DeformableEncoderLayer
+
+    torch.manual_seed(0)
+    shapes = [(6, 8), (3, 4)]
+    layer = DeformableEncoderLayer(16, 32, 2, 2, 2, attn_recompute=True, ffn_recompute=True,
+                                   rebuild_inputs=rebuild_inputs).train()
+    for p in layer.parameters():  # LayerNorms away from the identity, so that a wrong rebuild shows
+        p.data.add_(torch.randn_like(p) * 0.1)
+    if norm_inputs is not None:
+        for name in ("norm1", "norm2"):
+            getattr(layer, name).register_forward_pre_hook(
+                lambda _, args, name=name: norm_inputs.__setitem__(name, weakref.ref(args[0])))
+    tokens = sum(h * w for h, w in shapes)
+    src, pos = torch.randn(1, tokens, 16, requires_grad=True), torch.randn(1, tokens, 16, requires_grad=True)
+    reference_points = encoder_reference_points(shapes, torch.ones(1, 2, 2))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out, rebuild_out = layer(src, pos, reference_points, shapes, torch.zeros(1, tokens, dtype=torch.bool))
+    return layer, src, pos, out, rebuild_out
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_second_norm_input_rebuilt_under_autocast_changes_no_bit(autocast):
+    results = []
+    for rebuild in (False, True):
+        layer, src, pos, out, rebuild_out = _layer_step(rebuild, autocast)
+        assert torch.equal(rebuild_out(), out)  # the recipe the next layer's queries use
+        (out.float() * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        results.append([out.detach(), src.grad, pos.grad] + [p.grad for p in layer.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_under_autocast_the_second_norm_keeps_the_half_size_update(autocast):
+    norm_inputs = {}
+    layer, _, _, out, _ = _layer_step(True, autocast, norm_inputs)
+    gc.collect()
+    kept = [name for name in ("norm1", "norm2") if norm_inputs[name]() is not None]
+    assert kept == (["norm1"] if autocast else ["norm1", "norm2"])
+    out.float().sum().backward()
+    assert all(p.grad is not None for p in layer.parameters())

@@ -329,29 +329,40 @@ def _attn_step(attn, autocast):
     return [out.detach(), query.grad, memory.grad] + [p.grad for p in attn.parameters()]
 
 
+@pytest.mark.parametrize("autocast", [False, True])
 @pytest.mark.parametrize("reference_coords", [2, 4])
-def test_recomputed_sampling_keeps_neither_values_nor_locations(reference_coords):
+def test_recomputed_sampling_keeps_neither_values_nor_locations_nor_weights(monkeypatch, reference_coords, autocast):
     import gc
     import weakref
 
-    attn = _attn_with_random_projections(recompute=True)
-    projected, located = [], []
-    attn.value_proj.register_forward_hook(lambda module, inputs, output: projected.append(weakref.ref(output)))
-    sampling_locations = attn._sampling_locations
+    from ests_d2.modeling import ms_deform_attn
 
-    def spy(*args):
+    attn = _attn_with_random_projections(recompute=True)
+    projected, located, weighted = [], [], []
+    attn.value_proj.register_forward_hook(lambda module, inputs, output: projected.append(weakref.ref(output)))
+    sampling_locations, sample = attn._sampling_locations, ms_deform_attn.ms_deform_attn_sample
+
+    def spy_locations(*args):
         locations = sampling_locations(*args)
         located.append(weakref.ref(locations))
         return locations
 
-    attn._sampling_locations = spy
+    def spy_sample(value, shapes, locations, weights, *args):  # the weights and the softmax output they view
+        weighted.extend([weakref.ref(weights), weakref.ref(weights._base)])
+        return sample(value, shapes, locations, weights, *args)
+
+    attn._sampling_locations = spy_locations
+    monkeypatch.setattr(ms_deform_attn, "ms_deform_attn_sample", spy_sample)
     query, memory = torch.randn(1, 5, 16, requires_grad=True), torch.randn(1, 15, 16, requires_grad=True)
-    out = attn(query, torch.rand(1, 5, 2, reference_coords), memory, [(3, 4), (1, 3)])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = attn(query, torch.rand(1, 5, 2, reference_coords), memory, [(3, 4), (1, 3)])
     gc.collect()
     # nothing holds them between forward and backward
-    assert len(projected) == len(located) == 1 and projected[0]() is None and located[0]() is None
-    out.sum().backward()
+    assert len(projected) == len(located) == 1 and len(weighted) == 2
+    assert all(ref() is None for ref in projected + located + weighted)
+    out.float().sum().backward()
     assert memory.grad.abs().sum() > 0 and attn.value_proj.weight.grad.abs().sum() > 0
+    assert attn.attention_weights.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("autocast", [False, True])
@@ -362,6 +373,7 @@ def test_recomputed_values_give_the_stored_values_gradients_bit_for_bit(monkeypa
 
     recomputed = _attn_step(_attn_with_random_projections(recompute=True), autocast)
     monkeypatch.setattr(ms_deform_attn, "recomputed_when_saved", lambda *args: contextlib.nullcontext())
+    monkeypatch.setattr(ms_deform_attn, "output_recomputed_when_saved", lambda *args: contextlib.nullcontext())
     stored = _attn_step(_attn_with_random_projections(recompute=True), autocast)
     assert all(torch.equal(a, b) for a, b in zip(recomputed, stored))
 
