@@ -16,7 +16,6 @@ corners become four bag sums over shifted views of the same canvas.
 import contextlib
 import math
 import warnings
-from functools import partial
 from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
