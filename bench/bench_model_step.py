@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Time one ESTS step on CPU: an eval forward (+ post-processing) or a train forward + loss + backward.
+"""Time one ESTS step (CPU, or CUDA with --device): an eval forward (+ post-processing) or a train forward + loss +
+backward.
 
 Full TT fine-tune configuration (ResNet-50, 5 levels, 6+6 layers), random official-style initial weights,
 --batch images of 3 x --size x --width (square by default; training: --gt text instances each, 2 by default,
-so 50 DN groups = 300 decoder instances). Run one
-case per process and measure the whole process with ``/usr/bin/time -v`` for the peak RSS, as spec section 11
-does (bench/run_benchmarks.py does that for a whole table):
+so 50 DN groups = 300 decoder instances). Run one case per process and measure the whole process with
+``/usr/bin/time -v`` for the peak RSS, as spec section 11 does (bench/run_benchmarks.py does that for a whole
+table):
 
     /usr/bin/time -v python bench/bench_model_step.py --mode eval  --threads 2
     /usr/bin/time -v python bench/bench_model_step.py --mode train --threads 2 --dtype bf16 --gt 20
@@ -185,10 +186,11 @@ def main():
             total.backward()
             _sync(args.device)
             step = time.perf_counter()
+        loss_total = float(total.detach())
         record.update(forward_s=round(forward - built, 2), backward_s=round(step - forward, 2),
-                      loss_total=round(float(total.detach()), 3))
+                      loss_total=round(loss_total, 3))
         detail = (f"forward+loss {forward - built:.1f} s, backward {step - forward:.1f} s, "
-                  f"{len(losses)} weighted terms, total {float(total.detach()):.2f}")
+                  f"{len(losses)} weighted terms, total {loss_total:.2f}")
         if args.save_step:
             torch.save({"losses": {name: loss.detach().float().cpu() for name, loss in losses.items()},
                         "grads": {name: p.grad.float().cpu() for name, p in model.named_parameters()

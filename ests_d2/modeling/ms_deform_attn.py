@@ -327,8 +327,9 @@ class MSDeformAttn(nn.Module):
             softmax-weighted sum lose too much in half precision).
         recompute_sampling: in training, sample again in backward rather than storing every level's samples.
         rebuild_inputs: with ``recompute_sampling``, keep how to rebuild the values, sampling points and
-            attention weights instead of the tensors. Off inside activation-checkpointed layers: the checkpoint drops and recomputes all
-            saved tensors itself, and saved-tensor hooks do not nest (ours would override the checkpoint's).
+            attention weights instead of the tensors. Off inside activation-checkpointed layers: the checkpoint
+            drops and recomputes all saved tensors itself, and saved-tensor hooks do not nest (ours would
+            override the checkpoint's).
     """
 
     def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4,
