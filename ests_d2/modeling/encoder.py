@@ -1,6 +1,6 @@
 """Deformable transformer encoder (6 post-norm layers, no final norm)."""
 from functools import partial
-from typing import List, Tuple
+from typing import Callable, List, Tuple
 
 import torch
 from torch import nn
@@ -43,17 +43,34 @@ class DeformableEncoderLayer(nn.Module):
         Returns:
             the (B, Lq, C) output, and ``rebuild_output``: how to get it back (from what the norms keep anyway).
         """
-        value_input = src
-        if token_index is not None:
-            index = token_index[..., None].expand(-1, -1, src.shape[-1])
-            value_input = src.new_zeros(src.shape[0], padding_mask.shape[1], src.shape[-1]).scatter(1, index, src)
-        # the query src + pos: both parts can be had again in backward, so the attention need not keep it
-        rebuild_query = partial(add_rebuilt, rebuild_src, pos) if rebuild_src is not None else None
-        attn = self.self_attn(src + pos, reference_points, value_input, spatial_shapes, padding_mask, rebuild_query)
-        # the first norm keeps its input; the second's (a float32 sum under CUDA autocast) is rebuilt from it
-        src, rebuild_src = residual_norm(self.norm1, src, self.dropout1(attn), None)
+        num_tokens = padding_mask.shape[1]
+        # query src + pos and value map: made of tensors that can be had again in backward (src from the
+        # previous layer's norms, pos kept by these recipes), so the attention need not keep them
+        rebuild_query = rebuild_value_input = None
+        if rebuild_src is not None:
+            rebuild_query = partial(add_rebuilt, rebuild_src, pos)
+            rebuild_value_input = partial(_value_map_of_rebuilt, rebuild_src, token_index, num_tokens)
+        attn = self.self_attn(src + pos, reference_points, _value_map(src, token_index, num_tokens),
+                              spatial_shapes, padding_mask, rebuild_query, rebuild_value_input)
+        # Under CUDA autocast the stream is float32 and the updates half precision: the norms keep the updates
+        # and rebuild their input sums from src, itself rebuilt through the earlier layers down to the first
+        # layer's first norm, whose input is kept. In float32 (and CPU autocast) each norm keeps its input sum.
+        src, rebuild_src = residual_norm(self.norm1, src, self.dropout1(attn), rebuild_src,
+                                         allow_rebuild=self.rebuild_inputs)
         ffn = feed_forward(src, self.linear1, self.dropout2, self.linear2, self.ffn_recompute, rebuild_src)
         return residual_norm(self.norm2, src, self.dropout3(ffn), rebuild_src, allow_rebuild=self.rebuild_inputs)
+
+
+def _value_map(src: torch.Tensor, token_index, num_tokens: int) -> torch.Tensor:
+    """(B, S, C) map of the attention's values: the query tokens at their flattened positions, zero elsewhere."""
+    if token_index is None:
+        return src
+    index = token_index[..., None].expand(-1, -1, src.shape[-1])
+    return src.new_zeros(src.shape[0], num_tokens, src.shape[-1]).scatter(1, index, src)
+
+
+def _value_map_of_rebuilt(rebuild_src: Callable[[], torch.Tensor], token_index, num_tokens: int) -> torch.Tensor:
+    return _value_map(rebuild_src(), token_index, num_tokens)
 
 
 def encoder_reference_points(spatial_shapes: List[Tuple[int, int]], valid_ratios: torch.Tensor) -> torch.Tensor:

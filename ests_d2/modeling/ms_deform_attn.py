@@ -391,7 +391,8 @@ class MSDeformAttn(nn.Module):
         raise ValueError(f"reference_points must end in 2 or 4 coordinates, got {tuple(reference_points.shape)}")
 
     def forward(self, query, reference_points, value_input, spatial_shapes, padding_mask=None,
-                rebuild_query: Optional[Callable[[], torch.Tensor]] = None):
+                rebuild_query: Optional[Callable[[], torch.Tensor]] = None,
+                rebuild_value_input: Optional[Callable[[], torch.Tensor]] = None):
         """
         Args:
             query: (B, Lq, C).
@@ -402,6 +403,7 @@ class MSDeformAttn(nn.Module):
             padding_mask: (B, S) bool, True on padding (those values are zeroed).
             rebuild_query: how backward gets the query back when it is made of tensors kept anyway (with
                 ``rebuild_inputs``): then nothing keeps the query itself.
+            rebuild_value_input: the same for ``value_input``: then nothing keeps it (nor its autocast copy).
         Returns:
             (B, Lq, C).
         """
@@ -409,15 +411,24 @@ class MSDeformAttn(nn.Module):
         num_tokens = value_input.shape[1]
         # cast once: the projection keeps this very tensor for backward, so recomputing from it costs no memory
         value_rows = autocast_matmul_input(value_input.reshape(batch * num_tokens, -1))
+        rebuild_values = self.rebuild_inputs and rebuild_value_input is not None and torch.is_grad_enabled()
 
-        def project_values():
+        def rebuild_value_rows():
+            return autocast_matmul_input(rebuild_value_input().reshape(batch * num_tokens, -1))
+
+        def project_values(rows):
             # on 2-D rows the projection is a fresh tensor (not a view), so the padding is zeroed in place
-            value = self.value_proj(value_rows)
+            value = self.value_proj(rows)
             if padding_mask is not None:
                 value = value.masked_fill_(padding_mask.reshape(-1, 1), 0.0)
             return value.view(batch, num_tokens, self.n_heads, self.d_model // self.n_heads)
 
-        value = project_values()
+        # with rebuild_value_input, the projection keeps how to get its input back instead of the input
+        with recomputed_when_saved((value_rows, rebuild_value_rows)) if rebuild_values else contextlib.nullcontext():
+            value = project_values(value_rows)
+        # how backward gets the value rows again (no closure over value_rows when they are rebuilt: it would
+        # keep them alive after all)
+        value_rows_again = rebuild_value_rows if rebuild_values else (lambda: value_rows)
         # read by two linears: one cast, one copy kept for backward; 2-D rows, so that the linears keep this
         # very tensor (an N-D input is kept as a 2-D view of it, which a recipe cannot name)
         query_rows = autocast_matmul_input(query.reshape(batch * num_queries, -1))
@@ -454,7 +465,8 @@ class MSDeformAttn(nn.Module):
         # value and weights go to the sampling in their own dtype: it upcasts them itself (and keeps the
         # smaller originals for backward)
         sample_dtype = torch.float32 if self.sample_in_fp32 else None
-        keep_inputs = (recomputed_when_saved((value, project_values), (locations, locations_again),
+        keep_inputs = (recomputed_when_saved((value, lambda: project_values(value_rows_again())),
+                                             (locations, locations_again),
                                              (weights, weights_again))
                        if recompute_inputs else contextlib.nullcontext())
         no_autocast = (torch.autocast(value.device.type, enabled=False) if self.sample_in_fp32

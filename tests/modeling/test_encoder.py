@@ -46,10 +46,11 @@ def test_packed_queries_give_the_all_token_result_on_valid_tokens():
 def _encoder_step(monkeypatch, rebuild: bool, autocast: bool, padded: bool):
     import contextlib
 
-    from ests_d2.modeling import ms_deform_attn
+    from ests_d2.modeling import layers, ms_deform_attn
 
-    if not rebuild:  # every recipe off: everything is kept as computed
-        monkeypatch.setattr(ms_deform_attn, "recomputed_when_saved", lambda *args: contextlib.nullcontext())
+    if not rebuild:  # every recipe off (attention inputs, norm sums, FFN inputs): everything is kept as computed
+        for module in (layers, ms_deform_attn):
+            monkeypatch.setattr(module, "recomputed_when_saved", lambda *args: contextlib.nullcontext())
     torch.manual_seed(0)
     shapes = [(8, 10), (4, 5)]
     masks, padding, tokens = _batch(shapes, [(6, 10), (8, 6)] if padded else [(8, 10), (8, 10)])
@@ -70,7 +71,9 @@ def _encoder_step(monkeypatch, rebuild: bool, autocast: bool, padded: bool):
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("autocast", [False, True])
 def test_rebuilding_queries_and_attention_inputs_changes_no_bit(monkeypatch, autocast, padded):
-    # the layers' queries (previous output + pos), values and sampling points are rebuilt in backward
+    # the layers' queries (previous output + pos), value maps and sampling points are rebuilt in backward, and
+    # under autocast (the float32 input keeps the stream float32, as CUDA autocast does) the norms' input sums
+    # too, through all earlier layers
     rebuilt = _encoder_step(monkeypatch, True, autocast, padded)
     stored = _encoder_step(monkeypatch, False, autocast, padded)
     assert all(torch.equal(a, b) for a, b in zip(rebuilt, stored))
@@ -118,3 +121,33 @@ def test_under_autocast_the_second_norm_keeps_the_half_size_update(autocast):
     assert kept == (["norm1"] if autocast else ["norm1", "norm2"])
     out.float().sum().backward()
     assert all(p.grad is not None for p in layer.parameters())
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("autocast", [False, True])
+def test_after_forward_only_the_first_layer_keeps_its_input_and_first_norm_input(autocast, padded):
+    """What the encoder keeps of its float32 stream: the first layer's value map and, under autocast, its
+    first norm's input (in float32 every first norm keeps its input: the update is as large)."""
+    torch.manual_seed(0)
+    shapes = [(8, 10), (4, 5)]
+    masks, padding, tokens = _batch(shapes, [(6, 10), (8, 6)] if padded else [(8, 10), (8, 10)])
+    valid_ratios = torch.stack([valid_ratios_of(m) for m in masks], 1)
+    encoder = DeformableEncoder(3, d_model=16, d_ffn=32, n_levels=2, n_heads=2, n_points=2, attn_recompute=True,
+                                ffn_recompute=True)
+    seen = {}  # (layer, what) -> weak reference to the storage of the tensor the module read
+
+    def remember(key):
+        return lambda _, args: seen.__setitem__(key, weakref.ref(args[0].untyped_storage()))
+
+    for index, layer in enumerate(encoder.layers):
+        layer.norm1.register_forward_pre_hook(remember((index, "norm1 input")))
+        layer.self_attn.value_proj.register_forward_pre_hook(remember((index, "value rows")))
+    src = torch.randn(2, tokens, 16, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        memory = encoder(src, torch.randn(2, tokens, 16), shapes, valid_ratios, padding)
+    gc.collect()
+    alive = sorted(key for key, ref in seen.items() if ref() is not None)
+    first_norms = [(0, "norm1 input")] if autocast else [(i, "norm1 input") for i in range(3)]
+    assert alive == sorted(first_norms + [(0, "value rows")])
+    memory.float().sum().backward()
+    assert all(p.grad is not None for p in encoder.parameters())
