@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import MLP, feed_forward, inverse_sigmoid, multihead_attention, residual_norm
+from .layers import MLP, feed_forward, inverse_sigmoid, multihead_attention, residual_norm, shared_autocast_input
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import box_sine_embedding, text_position_table
 
@@ -162,12 +162,15 @@ class ESTSDecoder(nn.Module):
         rec_logits = self.rec_cls(x[:, :, 1:])
         ratio_scale = torch.cat((valid_ratios, valid_ratios), -1)[:, None]  # (B, 1, L, 4)
         text_pos = self.text_pos.to(x.dtype)
+        # the layers read the memory only through their value projections: under CUDA autocast (a float32
+        # memory) one half-precision copy for all of them, where each would keep its own
+        memory_values = shared_autocast_input(memory)
         outputs = []
         for layer in self.layers:
             language = torch.cat((x[:, :, :1], self.rec_proj(rec_logits.softmax(-1))), dim=2)
             box_reference = reference[:, :, None] * ratio_scale  # (B, N, L, 4)
             query_pos = self.ref_point_head(box_sine_embedding(box_reference[:, :, 0]))
-            args = (x, language, text_pos, query_pos, box_reference, memory, spatial_shapes, padding_mask,
+            args = (x, language, text_pos, query_pos, box_reference, memory_values(), spatial_shapes, padding_mask,
                     instance_mask)
             if self.activation_checkpoint and self.training:
                 x = checkpoint(layer, *args, use_reentrant=False)

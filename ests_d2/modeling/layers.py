@@ -141,6 +141,35 @@ def autocast_matmul_input(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
+class _SharedCast(torch.autograd.Function):
+    """``cast`` (x already cast, made without autograd) as a view, with autograd's edge to x: backward converts
+    the gradient to x's dtype, as the ``ToCopyBackward`` of autocast's own cast would."""
+
+    @staticmethod
+    def forward(ctx, x, cast):
+        ctx.dtype = x.dtype
+        return cast.view_as(cast)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.to(ctx.dtype), None
+
+
+def shared_autocast_input(x: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """For a tensor that several matmuls read: a function that gives ``x`` as autocast casts it (see
+    ``autocast_matmul_input``), every call a view of one copy made now.
+
+    Autocast would cast x for every reader, and each reader would keep its own copy. Sharing one cast as one
+    tensor would add the readers' gradients up in half precision; here every call is its own autograd node, so
+    they are converted back one by one and add up in x's dtype, as with autocast's own casts.
+    """
+    with torch.no_grad():
+        cast = autocast_matmul_input(x)
+    if cast is x:
+        return lambda: x
+    return partial(_SharedCast.apply, x, cast)
+
+
 def add_rebuilt(rebuild: Callable[[], torch.Tensor], other: torch.Tensor) -> torch.Tensor:
     """``rebuild() + other``: a recipe for a sum whose first term is itself rebuilt (bind it with ``partial``)."""
     return rebuild() + other

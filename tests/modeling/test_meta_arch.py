@@ -119,3 +119,45 @@ def test_rebuild_recipes_are_left_to_the_checkpoint_in_checkpointed_layers(check
     assert attns and all(m.recompute_sampling and m.rebuild_inputs != checkpointed for m in attns)
     decoder_layers = [m for m in model.modules() if isinstance(m, ESTSDecoderLayer)]
     assert decoder_layers and all(m.rebuild_inputs != checkpointed for m in decoder_layers)
+
+
+def _float32_memory_step(model, monkeypatch, share: bool):
+    """One autocast step whose encoder hands the decoder a float32 memory, as on CUDA (its autocast runs
+    LayerNorm in float32); the inputs of the decoder layers' value projections, the losses and the gradients."""
+    from ests_d2.modeling import decoder
+
+    if not share:  # every layer's value projection casts the memory itself (autocast's way)
+        monkeypatch.setattr(decoder, "shared_autocast_input", lambda memory: lambda: memory)
+    monkeypatch.setattr(model.transformer.encoder, "forward",
+                        lambda *args, **kwargs: type(model.transformer.encoder).forward(
+                            model.transformer.encoder, *args, **kwargs).float())
+    value_rows = []
+    hooks = [layer.cross_attn.value_proj.register_forward_pre_hook(lambda _, args: value_rows.append(args[0]))
+             for layer in model.transformer.decoder.layers]
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model([_training_input(64, 96, ["TOAST"], 6)])
+    for hook in hooks:  # the forward's projections only (backward projects the values again)
+        hook.remove()
+    sum(losses.values()).float().backward()
+    monkeypatch.undo()
+    grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    return value_rows, {k: v.detach() for k, v in losses.items()}, grads
+
+
+def test_decoder_layers_share_one_copy_of_a_float32_memory_with_autocast_gradients(monkeypatch):
+    # each layer's value projection would keep its own bf16 copy of the memory; one copy serves all, and the
+    # gradients still add up in float32 (one conversion per layer): bit for bit autocast's own casts
+    torch.manual_seed(0)
+    model = build_model(tiny_ests_cfg()).train()
+    shared_rows, shared_losses, shared_grads = _float32_memory_step(model, monkeypatch, share=True)
+    own_rows, own_losses, own_grads = _float32_memory_step(model, monkeypatch, share=False)
+    assert len(shared_rows) == len(own_rows) == len(model.transformer.decoder.layers) == 2
+    assert all(rows.dtype == torch.bfloat16 for rows in shared_rows + own_rows)
+    storages = {rows.untyped_storage().data_ptr() for rows in shared_rows}
+    assert len(storages) == 1 and len({rows.untyped_storage().data_ptr() for rows in own_rows}) == 2
+    assert shared_losses.keys() == own_losses.keys()
+    assert all(torch.equal(shared_losses[k], own_losses[k]) for k in shared_losses)
+    assert shared_grads.keys() == own_grads.keys() and "backbone.res3.0.conv1.weight" in shared_grads
+    assert all(torch.equal(shared_grads[k], own_grads[k]) for k in shared_grads)
