@@ -147,5 +147,6 @@ def _valid_token_index(padding_mask: torch.Tensor):
 
 
 def _gather_tokens(tensor: torch.Tensor, token_index: torch.Tensor) -> torch.Tensor:
-    index = token_index.view(*token_index.shape, *([1] * (tensor.dim() - 2)))
-    return torch.gather(tensor, 1, index.expand(-1, -1, *tensor.shape[2:]))
+    # indexing, not torch.gather: gather keeps its whole input for backward, indexing only its size
+    rows = torch.arange(token_index.shape[0], device=token_index.device)[:, None]
+    return tensor[rows, token_index]

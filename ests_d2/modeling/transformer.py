@@ -10,7 +10,7 @@ from torch import nn
 
 from .decoder import ESTSDecoder
 from .encoder import DeformableEncoder
-from .layers import MLP, box_cxcywh_to_xyxy, row_mean
+from .layers import MLP, box_cxcywh_to_xyxy, row_mean, shared_autocast_input
 
 
 class RectangularROIPooler(ROIPooler):
@@ -177,7 +177,6 @@ class ESTSTransformer(nn.Module):
             ``roi_levels`` (B, N).
         """
         spatial_shapes = [tuple(src.shape[-2:]) for src in srcs]
-        src_flat = torch.cat([src.flatten(2).transpose(1, 2) for src in srcs], 1)
         mask_flat = torch.cat([mask.flatten(1) for mask in masks], 1)
         pos_flat = torch.cat(
             [pos.flatten(2).transpose(1, 2) + self.level_embed[lvl].view(1, 1, -1)
@@ -185,16 +184,11 @@ class ESTSTransformer(nn.Module):
             1,
         )
         valid_ratios = torch.stack([valid_ratios_of(m) for m in masks], 1)  # (B, L, 2)
-        memory = self.encoder(src_flat, pos_flat, spatial_shapes, valid_ratios, mask_flat)
-
-        # two-stage selection: top-k tokens by their best class logit (padded/invalid tokens compete too)
-        output_memory, proposals = encoder_proposals(memory, mask_flat, spatial_shapes)
-        output_memory = self.enc_output_norm(self.enc_output(output_memory))
-        class_logits = self.enc_out_class_embed(output_memory)
-        coords_unsig = self.enc_out_bbox_embed(output_memory) + proposals
-        topk_index = torch.topk(class_logits.max(-1)[0], self.num_queries, dim=1)[1]
-        selected_coords = torch.gather(coords_unsig, 1, topk_index.unsqueeze(-1).expand(-1, -1, 4))
-        selected_memory = torch.gather(output_memory, 1, topk_index.unsqueeze(-1).expand(-1, -1, self.d_model))
+        # the flattened input is made in the call: no name here keeps it through the decoder (under CUDA
+        # autocast it is float32 and nothing else keeps it, the first layer keeping a half-precision copy)
+        memory = self.encoder(torch.cat([src.flatten(2).transpose(1, 2) for src in srcs], 1), pos_flat,
+                              spatial_shapes, valid_ratios, mask_flat)
+        topk_index, selected_coords, selected_memory = self._select_queries(memory, mask_flat, spatial_shapes)
         batch = memory.shape[0]
         anchors = selected_coords.detach()
         content = self.tgt_embed.weight[None].expand(batch, -1, -1)
@@ -209,6 +203,25 @@ class ESTSTransformer(nn.Module):
         interm = {"pred_logits": self.enc_out_class_embed(selected_memory), "pred_boxes": selected_coords.sigmoid()}
         return {"layers": layers, "interm_outputs": interm, "topk_index": topk_index, "anchors_unsig": anchors,
                 "roi_levels": roi_levels}
+
+    def _select_queries(self, memory, padding_mask, spatial_shapes):
+        """Two-stage selection: the top-k tokens by their best class logit (padded/invalid tokens compete too).
+
+        A method of its own, so that the (B, S, D) token features it makes are not kept past it: under CUDA
+        autocast they are float32, and their readers keep half-precision copies.
+
+        Returns:
+            (B, Nq) selected token indices, their (B, Nq, 4) box logits and (B, Nq, D) features.
+        """
+        output_memory, proposals = encoder_proposals(memory, padding_mask, spatial_shapes)
+        output_memory = self.enc_output_norm(self.enc_output(output_memory))
+        head_input = shared_autocast_input(output_memory)  # both heads read it: one half-precision copy
+        class_logits = self.enc_out_class_embed(head_input())
+        coords_unsig = self.enc_out_bbox_embed(head_input()) + proposals
+        topk_index = torch.topk(class_logits.max(-1)[0], self.num_queries, dim=1)[1]
+        # indexing, not torch.gather: gather keeps its whole input for backward, indexing only its size
+        rows = torch.arange(topk_index.shape[0], device=topk_index.device)[:, None]
+        return topk_index, coords_unsig[rows, topk_index], output_memory[rows, topk_index]
 
     def _roi_features(self, feats, anchors_unsig, level0_shape, level0_valid_ratio):
         """RoIAlign of every instance's box, averaged over the rows: one vector per recognition slot.
