@@ -56,7 +56,7 @@ class ESTSDecoderLayer(nn.Module):
         self.norm3_m = nn.LayerNorm(d_model)
 
     def forward(self, x, language, text_pos, query_pos, box_reference, memory, spatial_shapes, padding_mask,
-                instance_mask: Optional[torch.Tensor] = None):
+                instance_mask: Optional[torch.Tensor] = None, rebuild_x: Optional[Callable[[], torch.Tensor]] = None):
         """
         Args:
             x: (B, N, K, D) slot states.
@@ -67,18 +67,22 @@ class ESTSDecoderLayer(nn.Module):
             box_reference: (B, N, L, 4) reference box per level (valid-ratio scaled).
             memory: (B, S, D); spatial_shapes: L pairs; padding_mask: (B, S).
             instance_mask: (N, N) bool, True = blocked (denoising groups), or None.
+            rebuild_x: how to get x back in backward without keeping it (the previous layer's
+                ``rebuild_output``), or None.
         Returns:
-            (B, N, K, D).
+            the (B, N, K, D) output, and ``rebuild_output``: how to get it back (from what the norms keep).
         """
         num_slots = x.shape[2]
-        # every norm's input sum rebuilt from the previous norm's output, back to the layer's first norm
+        # Under autocast the stream is float32 and the updates half precision: every norm keeps its update and
+        # rebuilds its input sum from the previous norm's output, back through the earlier layers to the
+        # first layer's first norm, whose input is kept. In float32 every norm keeps its input sum.
         add_norm = partial(residual_norm, allow_rebuild=self.rebuild_inputs)
         # 1. VLC: each slot reads the other slots' language (never its own position)
         diagonal = torch.full((num_slots, num_slots), 0.0, dtype=x.dtype, device=x.device)
         diagonal.fill_diagonal_(float("-inf"))
         attn = multihead_attention(self.attn_m, x + text_pos, language + text_pos, language, attn_mask=diagonal,
                                    rebuild_projections=self.rebuild_inputs)
-        x, rebuild_x = add_norm(self.norm_m, x, self.dropout_m(attn), None)
+        x, rebuild_x = add_norm(self.norm_m, x, self.dropout_m(attn), rebuild_x)
         ffn = feed_forward(x, self.linear1_m, self.dropout3_m, self.linear2_m, self.ffn_recompute, rebuild_x)
         x, rebuild_x = add_norm(self.norm3_m, x, self.dropout4_m(ffn), rebuild_x)
         # 2. intra-instance self-attention over the K slots
@@ -101,8 +105,7 @@ class ESTSDecoderLayer(nn.Module):
         x, rebuild_x = add_norm(self.norm1, x, self.dropout1(attn.view(batch, num_inst, num_slots, dim)), rebuild_x)
         # 5. FFN
         ffn = feed_forward(x, self.linear1, self.dropout3, self.linear2, self.ffn_recompute, rebuild_x)
-        x, _ = add_norm(self.norm3, x, self.dropout4(ffn), rebuild_x)
-        return x
+        return add_norm(self.norm3, x, self.dropout4(ffn), rebuild_x)
 
 
 def _transposed(rebuild: Callable[[], torch.Tensor]) -> torch.Tensor:
@@ -166,6 +169,7 @@ class ESTSDecoder(nn.Module):
         # memory) one half-precision copy for all of them, where each would keep its own
         memory_values = shared_autocast_input(memory)
         outputs = []
+        rebuild_x = None  # the decoder's input is not rebuilt: only layer outputs are
         for layer in self.layers:
             language = torch.cat((x[:, :, :1], self.rec_proj(rec_logits.softmax(-1))), dim=2)
             box_reference = reference[:, :, None] * ratio_scale  # (B, N, L, 4)
@@ -173,9 +177,10 @@ class ESTSDecoder(nn.Module):
             args = (x, language, text_pos, query_pos, box_reference, memory_values(), spatial_shapes, padding_mask,
                     instance_mask)
             if self.activation_checkpoint and self.training:
-                x = checkpoint(layer, *args, use_reentrant=False)
+                # the rebuild recipe is dropped at once: it would keep a tensor the checkpoint frees
+                x = checkpoint(layer, *args, use_reentrant=False)[0]
             else:
-                x = layer(*args)
+                x, rebuild_x = layer(*args, rebuild_x)
             # the next reference and the recognition logits read the un-normalised state
             new_reference = (self.bbox_embed(x[:, :, 0]) + inverse_sigmoid(reference)).sigmoid()
             rec_logits = self.rec_cls(x[:, :, 1:])

@@ -45,7 +45,7 @@ def test_rebuilt_inputs_give_the_stored_outputs_and_gradients_bit_for_bit(dtype)
     for rebuild in (False, True):
         layer, inputs = make_layer(rebuild), make_inputs()
         with autocast_context(dtype):
-            out = layer(*inputs)
+            out = layer(*inputs)[0]
         (out.float() * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
         grads = [t.grad for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
         results.append((out.detach(), grads + [p.grad for p in layer.parameters()]))
@@ -64,10 +64,44 @@ def test_under_autocast_only_the_first_norm_input_of_a_layer_is_kept(dtype):
         getattr(layer, name).register_forward_pre_hook(
             lambda _, args, name=name: norm_inputs.__setitem__(name, weakref.ref(args[0])))
     with autocast_context(dtype):
-        out = layer(*inputs)
+        out = layer(*inputs)[0]
     gc.collect()
     kept = [name for name in NORMS if norm_inputs[name]() is not None]
     # float32: every norm keeps its input sum; bf16: the half-size updates are kept and the sums rebuilt
     assert kept == (NORMS if dtype == "fp32" else ["norm_m"])
     out.float().sum().backward()  # the graph still runs with the rebuilt sums
     assert all(p.grad is not None for p in layer.parameters())
+
+
+def _two_layers(rebuild_inputs: bool, dtype: str, norm_inputs=None):
+    """Two chained layers (the second gets the first's rebuild recipe, as in ESTSDecoder) and their inputs."""
+    layers = [make_layer(rebuild_inputs, seed) for seed in (0, 1)]
+    if norm_inputs is not None:
+        for index, layer in enumerate(layers):
+            for name in NORMS:
+                getattr(layer, name).register_forward_pre_hook(
+                    lambda _, args, key=(index, name): norm_inputs.__setitem__(key, weakref.ref(args[0])))
+    inputs = make_inputs()
+    with autocast_context(dtype):
+        x, rebuild_x = layers[0](*inputs)
+        out, _ = layers[1](x, *inputs[1:], rebuild_x)
+    return layers, inputs, out
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_chained_layers_rebuild_bit_for_bit_and_keep_only_the_first_layers_first_norm_input(dtype):
+    norm_inputs = {}
+    results = []
+    for rebuild in (False, True):
+        layers, inputs, out = _two_layers(rebuild, dtype, norm_inputs if rebuild else None)
+        if rebuild:
+            gc.collect()
+            kept = sorted(key for key, ref in norm_inputs.items() if ref() is not None)
+            # float32: every norm keeps its input sum; bf16: only the first layer's first norm, the second
+            # layer's first norm input being rebuilt through the first layer
+            assert kept == (sorted((i, name) for i in range(2) for name in NORMS) if dtype == "fp32"
+                            else [(0, "norm_m")])
+        (out.float() * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
+        grads = [t.grad for t in inputs if isinstance(t, torch.Tensor) and t.requires_grad]
+        results.append([out.detach()] + grads + [p.grad for layer in layers for p in layer.parameters()])
+    assert all(torch.equal(stored, rebuilt) for stored, rebuilt in zip(*results))
