@@ -43,6 +43,18 @@ def test_packed_queries_give_the_all_token_result_on_valid_tokens():
     assert torch.allclose(grad_packed, grad_full, atol=1e-5)
 
 
+def _three_layer_encoder(padded: bool):
+    """A 3-layer encoder with every recomputation on, and the level shapes, valid ratios and padding of a
+    2-image batch (padded: images of different sizes)."""
+    torch.manual_seed(0)
+    shapes = [(8, 10), (4, 5)]
+    masks, padding, tokens = _batch(shapes, [(6, 10), (8, 6)] if padded else [(8, 10), (8, 10)])
+    valid_ratios = torch.stack([valid_ratios_of(m) for m in masks], 1)
+    encoder = DeformableEncoder(3, d_model=16, d_ffn=32, n_levels=2, n_heads=2, n_points=2, attn_recompute=True,
+                                ffn_recompute=True)
+    return encoder, shapes, valid_ratios, padding, tokens
+
+
 def _encoder_step(monkeypatch, rebuild: bool, autocast: bool, padded: bool):
     import contextlib
 
@@ -51,12 +63,7 @@ def _encoder_step(monkeypatch, rebuild: bool, autocast: bool, padded: bool):
     if not rebuild:  # every recipe off (attention inputs, norm sums, FFN inputs): everything is kept as computed
         for module in (layers, ms_deform_attn):
             monkeypatch.setattr(module, "recomputed_when_saved", lambda *args: contextlib.nullcontext())
-    torch.manual_seed(0)
-    shapes = [(8, 10), (4, 5)]
-    masks, padding, tokens = _batch(shapes, [(6, 10), (8, 6)] if padded else [(8, 10), (8, 10)])
-    valid_ratios = torch.stack([valid_ratios_of(m) for m in masks], 1)
-    encoder = DeformableEncoder(3, d_model=16, d_ffn=32, n_levels=2, n_heads=2, n_points=2, attn_recompute=True,
-                                ffn_recompute=True)
+    encoder, shapes, valid_ratios, padding, tokens = _three_layer_encoder(padded)
     for layer in encoder.layers:  # non-zero query projections, so that the query gets gradients through them
         for projection in (layer.self_attn.sampling_offsets, layer.self_attn.attention_weights):
             torch.nn.init.normal_(projection.weight, std=0.1)
@@ -128,12 +135,7 @@ def test_under_autocast_the_second_norm_keeps_the_half_size_update(autocast):
 def test_after_forward_only_the_first_layer_keeps_its_input_and_first_norm_input(autocast, padded):
     """What the encoder keeps of its float32 stream: the first layer's value map and, under autocast, its
     first norm's input (in float32 every first norm keeps its input: the update is as large)."""
-    torch.manual_seed(0)
-    shapes = [(8, 10), (4, 5)]
-    masks, padding, tokens = _batch(shapes, [(6, 10), (8, 6)] if padded else [(8, 10), (8, 10)])
-    valid_ratios = torch.stack([valid_ratios_of(m) for m in masks], 1)
-    encoder = DeformableEncoder(3, d_model=16, d_ffn=32, n_levels=2, n_heads=2, n_points=2, attn_recompute=True,
-                                ffn_recompute=True)
+    encoder, shapes, valid_ratios, padding, tokens = _three_layer_encoder(padded)
     seen = {}  # (layer, what) -> weak reference to the storage of the tensor the module read
 
     def remember(key):
