@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import add_rebuilt, feed_forward, residual_norm
+from .layers import add_rebuilt, feed_forward, gather_rows, residual_norm
 from .ms_deform_attn import MSDeformAttn
 
 
@@ -118,7 +118,7 @@ class DeformableEncoder(nn.Module):
         token_index = _valid_token_index(padding_mask)
         output = src
         if token_index is not None:
-            output, pos, reference_points = (_gather_tokens(t, token_index) for t in (src, pos, reference_points))
+            output, pos, reference_points = (gather_rows(t, token_index) for t in (src, pos, reference_points))
         rebuild_output = None  # the encoder's input is not rebuilt: only layer outputs are
         for layer in self.layers:
             args = (output, pos, reference_points, spatial_shapes, padding_mask, token_index)
@@ -144,9 +144,3 @@ def _valid_token_index(padding_mask: torch.Tensor):
     if num_valid == padding_mask.shape[1]:
         return None
     return torch.argsort(padding_mask.to(torch.uint8), dim=1, stable=True)[:, :num_valid]
-
-
-def _gather_tokens(tensor: torch.Tensor, token_index: torch.Tensor) -> torch.Tensor:
-    # indexing, not torch.gather: gather keeps its whole input for backward, indexing only its size
-    rows = torch.arange(token_index.shape[0], device=token_index.device)[:, None]
-    return tensor[rows, token_index]

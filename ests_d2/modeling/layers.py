@@ -26,6 +26,15 @@ class MLP(nn.Module):
         return x
 
 
+def gather_rows(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``tensor[b, index[b, k]]`` for (B, K) indices into dimension 1 (any trailing dimensions).
+
+    Indexing, not ``torch.gather``: gather keeps its whole input for backward, indexing only its size.
+    """
+    rows = torch.arange(index.shape[0], device=index.device)[:, None]
+    return tensor[rows, index]
+
+
 def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     """Logit of x clamped to [0, 1], both sides clamped to ``eps`` (official eps 1e-3)."""
     x = x.clamp(min=0, max=1)

@@ -10,7 +10,7 @@ from torch import nn
 
 from .decoder import ESTSDecoder
 from .encoder import DeformableEncoder
-from .layers import MLP, box_cxcywh_to_xyxy, row_mean, shared_autocast_input
+from .layers import MLP, box_cxcywh_to_xyxy, gather_rows, row_mean, shared_autocast_input
 
 
 class RectangularROIPooler(ROIPooler):
@@ -219,9 +219,7 @@ class ESTSTransformer(nn.Module):
         class_logits = self.enc_out_class_embed(head_input())
         coords_unsig = self.enc_out_bbox_embed(head_input()) + proposals
         topk_index = torch.topk(class_logits.max(-1)[0], self.num_queries, dim=1)[1]
-        # indexing, not torch.gather: gather keeps its whole input for backward, indexing only its size
-        rows = torch.arange(topk_index.shape[0], device=topk_index.device)[:, None]
-        return topk_index, coords_unsig[rows, topk_index], output_memory[rows, topk_index]
+        return topk_index, gather_rows(coords_unsig, topk_index), gather_rows(output_memory, topk_index)
 
     def _roi_features(self, feats, anchors_unsig, level0_shape, level0_valid_ratio):
         """RoIAlign of every instance's box, averaged over the rows: one vector per recognition slot.
