@@ -15,7 +15,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import MLP, feed_forward, inverse_sigmoid, multihead_attention, residual_norm, shared_autocast_input
+from .layers import (MLP, applied_to_rebuilt, feed_forward, inverse_sigmoid, multihead_attention, residual_norm,
+                     shared_autocast_input)
 from .ms_deform_attn import MSDeformAttn
 from .position_encoding import box_sine_embedding, text_position_table
 
@@ -95,8 +96,10 @@ class ESTSDecoderLayer(nn.Module):
         qk = x_inter + query_pos[:, None]
         attn = multihead_attention(self.attn_inter, qk, qk, x_inter, attn_mask=instance_mask, same_qk=True,
                                    rebuild_projections=self.rebuild_inputs)
-        x, rebuild_x = add_norm(self.norm_inter, x_inter, self.dropout_inter(attn), partial(_transposed, rebuild_x))
-        x, rebuild_x = x.transpose(1, 2), partial(_transposed, rebuild_x)
+        # (B, N, K, D) <-> (B, K, N, D): the rebuilt tensors are swapped like the tensors
+        x, rebuild_x = add_norm(self.norm_inter, x_inter, self.dropout_inter(attn),
+                                partial(applied_to_rebuilt, torch.transpose, rebuild_x, 1, 2))
+        x, rebuild_x = x.transpose(1, 2), partial(applied_to_rebuilt, torch.transpose, rebuild_x, 1, 2)
         # 4. deformable cross-attention, every slot sampling around its instance's box
         batch, num_inst, _, dim = x.shape
         query = (x + query_pos[:, :, None]).reshape(batch, num_inst * num_slots, dim)
@@ -106,11 +109,6 @@ class ESTSDecoderLayer(nn.Module):
         # 5. FFN
         ffn = feed_forward(x, self.linear1, self.dropout3, self.linear2, self.ffn_recompute, rebuild_x)
         return add_norm(self.norm3, x, self.dropout4(ffn), rebuild_x)
-
-
-def _transposed(rebuild: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """The rebuilt tensor with the instance and slot dimensions swapped, (B, N, K, D) <-> (B, K, N, D)."""
-    return rebuild().transpose(1, 2)
 
 
 class ESTSDecoder(nn.Module):

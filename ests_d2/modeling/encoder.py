@@ -1,12 +1,13 @@
 """Deformable transformer encoder (6 post-norm layers, no final norm)."""
+import operator
 from functools import partial
-from typing import Callable, List, Tuple
+from typing import List, Tuple
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import add_rebuilt, feed_forward, gather_rows, residual_norm
+from .layers import applied_to_rebuilt, feed_forward, gather_rows, residual_norm
 from .ms_deform_attn import MSDeformAttn
 
 
@@ -48,8 +49,8 @@ class DeformableEncoderLayer(nn.Module):
         # previous layer's norms, pos kept by these recipes), so the attention need not keep them
         rebuild_query = rebuild_value_input = None
         if rebuild_src is not None:
-            rebuild_query = partial(add_rebuilt, rebuild_src, pos)
-            rebuild_value_input = partial(_value_map_of_rebuilt, rebuild_src, token_index, num_tokens)
+            rebuild_query = partial(applied_to_rebuilt, operator.add, rebuild_src, pos)
+            rebuild_value_input = partial(applied_to_rebuilt, _value_map, rebuild_src, token_index, num_tokens)
         attn = self.self_attn(src + pos, reference_points, _value_map(src, token_index, num_tokens),
                               spatial_shapes, padding_mask, rebuild_query, rebuild_value_input)
         # Under CUDA autocast the stream is float32 and the updates half precision: the norms keep the updates
@@ -67,10 +68,6 @@ def _value_map(src: torch.Tensor, token_index, num_tokens: int) -> torch.Tensor:
         return src
     index = token_index[..., None].expand(-1, -1, src.shape[-1])
     return src.new_zeros(src.shape[0], num_tokens, src.shape[-1]).scatter(1, index, src)
-
-
-def _value_map_of_rebuilt(rebuild_src: Callable[[], torch.Tensor], token_index, num_tokens: int) -> torch.Tensor:
-    return _value_map(rebuild_src(), token_index, num_tokens)
 
 
 def encoder_reference_points(spatial_shapes: List[Tuple[int, int]], valid_ratios: torch.Tensor) -> torch.Tensor:

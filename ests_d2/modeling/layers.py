@@ -1,5 +1,6 @@
 """Small building blocks shared by the ESTS transformer and heads."""
 import contextlib
+import operator
 import weakref
 from functools import partial
 from typing import Callable, Optional, Tuple
@@ -179,9 +180,11 @@ def shared_autocast_input(x: torch.Tensor) -> Callable[[], torch.Tensor]:
     return partial(_SharedCast.apply, x, cast)
 
 
-def add_rebuilt(rebuild: Callable[[], torch.Tensor], other: torch.Tensor) -> torch.Tensor:
-    """``rebuild() + other``: a recipe for a sum whose first term is itself rebuilt (bind it with ``partial``)."""
-    return rebuild() + other
+def applied_to_rebuilt(function: Callable[..., torch.Tensor], rebuild: Callable[[], torch.Tensor], *args
+                       ) -> torch.Tensor:
+    """``function(rebuild(), *args)``: a recipe for a tensor made from one that is itself rebuilt (a sum, a norm,
+    a transpose...; bind it with ``partial``)."""
+    return function(rebuild(), *args)
 
 
 def residual_norm(norm: nn.LayerNorm, x: torch.Tensor, update: torch.Tensor,
@@ -201,14 +204,10 @@ def residual_norm(norm: nn.LayerNorm, x: torch.Tensor, update: torch.Tensor,
                and update.element_size() < residual.element_size())
     if not rebuild:
         return norm(residual), partial(norm, residual)
-    rebuild_residual = partial(add_rebuilt, rebuild_x, update)
+    rebuild_residual = partial(applied_to_rebuilt, operator.add, rebuild_x, update)
     with recomputed_when_saved((residual, rebuild_residual)):
         out = norm(residual)
-    return out, partial(_norm_of_rebuilt, norm, rebuild_residual)
-
-
-def _norm_of_rebuilt(norm: nn.LayerNorm, rebuild_input: Callable[[], torch.Tensor]) -> torch.Tensor:
-    return norm(rebuild_input())
+    return out, partial(applied_to_rebuilt, norm, rebuild_residual)
 
 
 def recomputed_when_saved(*recipes: Tuple[torch.Tensor, Callable[[], torch.Tensor]]):
