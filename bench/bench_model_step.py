@@ -67,7 +67,8 @@ def _text_boxes(height: int, width: int, count: int) -> torch.Tensor:
 
 def _inputs(batch: int, height: int, width: int, with_instances: bool, num_instances: int = 2) -> list:
     """``batch`` random images of one size (different pixels, the same words), as the mapper gives them."""
-    from ests_d2.data.text_utils import CharVocabulary, straight_text_instances
+    from ests_d2.structures import CharVocabulary
+    from ests_d2.structures.text_instances import straight_text_instances
 
     gen = torch.Generator().manual_seed(0)
     vocab = CharVocabulary.from_config(97)

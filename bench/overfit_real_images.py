@@ -23,7 +23,7 @@ import ests_d2.data  # noqa: F401  (registers icdar2015_samples)
 import ests_d2.modeling  # noqa: F401
 from ests_d2.config import load_ests_config
 from ests_d2.data import TextSpottingDatasetMapper
-from ests_d2.data.text_utils import CharVocabulary
+from ests_d2.structures import CharVocabulary
 
 
 def build_cfg(args):

@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ests_d2.data.eval_gt import DONT_CARE, write_eval_gt_zip
+from ests_d2.evaluation.gt_zip import DONT_CARE, write_gt_zip
 
 SAMPLE_IMAGE_IDS = (1, 10, 11, 52, 195)
 OUT_DIR = Path(__file__).resolve().parent / "icdar2015_samples"
@@ -43,7 +43,7 @@ def main():
     gt = {img["id"]: [] for img in images}
     for a in annotations:
         gt[a["image_id"]].append((a["segmentation"][0], DONT_CARE if a["iscrowd"] else a["text"]))
-    write_eval_gt_zip(str(OUT_DIR / "gt_icdar2015_samples.zip"), gt)
+    write_gt_zip(str(OUT_DIR / "gt_icdar2015_samples.zip"), gt)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import sys
 
 from tqdm import tqdm
 
-from ests_d2.data.text_utils import CharVocabulary
+from ests_d2.structures import CharVocabulary
 from ests_d2.evaluation import predictions as neutral
 from ests_d2.evaluation.pipeline import load_gt_zip, run_evaluation
 from ests_d2.evaluation.protocol import PROTOCOLS, canonical_protocol, resolve_runs, resolve_settings

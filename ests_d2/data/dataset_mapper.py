@@ -20,7 +20,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, Boxes, Instances
 
 from .augmentation import build_text_augmentations
-from .text_utils import CharVocabulary, bezier_to_polygon
+from ests_d2.structures import CharVocabulary, bezier_to_polygon
 
 __all__ = ["TextSpottingDatasetMapper"]
 

@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 from shapely.geometry import Polygon
 
-from .eval_gt import DONT_CARE, write_eval_gt_zip
-from .text_utils import EN_CHARACTERS, CharVocabulary, bezier_to_polygon
+from ests_d2.evaluation.gt_zip import DONT_CARE, write_gt_zip
+from ests_d2.structures import EN_CHARACTERS, CharVocabulary, bezier_to_polygon
 
 SYNTHETIC_DIRNAME = "synthetic_text"
 GENERATOR_VERSION = 3
@@ -155,7 +155,7 @@ def write_synthetic_split(root: str, split: str, num_images: int, seed: int) -> 
             "annotations": annotations}
     with open(paths["json_file"], "w", encoding="utf-8") as f:
         json.dump(coco, f)
-    write_eval_gt_zip(paths["eval_gt_zip"], gt_by_image)
+    write_gt_zip(paths["eval_gt_zip"], gt_by_image)
 
 
 def _round(values) -> List[float]:

@@ -23,7 +23,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from detectron2.structures import BoxMode
 
-from .text_utils import bezier_to_polygon, shoelace_area
+from ests_d2.structures import bezier_to_polygon, shoelace_area
 
 logger = logging.getLogger(__name__)
 

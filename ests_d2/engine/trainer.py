@@ -9,7 +9,6 @@ Differences from ``DefaultTrainer`` (each for a reason given where it is impleme
 - atomic checkpoint files; evaluation that leaves the training RNG streams untouched;
 - DDP on CPU (gloo) as well as on GPUs.
 """
-import importlib
 import inspect
 import logging
 import os
@@ -25,6 +24,8 @@ from detectron2.utils import comm
 from detectron2.utils.events import TensorboardXWriter
 from detectron2.utils.logger import setup_logger
 
+from ..data.dataset_mapper import TextSpottingDatasetMapper
+from ..evaluation import TextSpottingEvaluator
 from .checkpoint import AtomicDetectionCheckpointer, PeriodicCheckpointer
 from .data import ResumableTrainLoader, isolated_rng
 from .events import MetricPrinter, ResumableJSONWriter
@@ -39,16 +40,6 @@ logger = logging.getLogger(__name__)
 _HISTORY_WINDOW = 20
 
 _PRECISIONS = {"float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def _import_by_name(module: str, name: str, what: str):
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise ImportError(
-            f"{what} needs {module}.{name}, which is not available ({e}); "
-            f"override the Trainer method that builds it to use another one."
-        ) from e
 
 
 class Trainer(DefaultTrainer):
@@ -139,13 +130,11 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_mapper(cls, cfg):
-        mapper_cls = _import_by_name("ests_d2.data.dataset_mapper", "TextSpottingDatasetMapper", "Training")
-        return mapper_cls(cfg, is_train=True)
+        return TextSpottingDatasetMapper(cfg, is_train=True)
 
     @classmethod
     def build_test_mapper(cls, cfg):
-        mapper_cls = _import_by_name("ests_d2.data.dataset_mapper", "TextSpottingDatasetMapper", "Evaluation")
-        return mapper_cls(cfg, is_train=False)
+        return TextSpottingDatasetMapper(cfg, is_train=False)
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -181,9 +170,8 @@ class Trainer(DefaultTrainer):
             raise NotImplementedError(
                 f"No evaluator for dataset '{dataset_name}' (evaluator_type={evaluator_type!r}; expected 'text')."
             )
-        evaluator_cls = _import_by_name("ests_d2.evaluation", "TextSpottingEvaluator", "Evaluation")
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return evaluator_cls(dataset_name, cfg, True, output_folder)
+        return TextSpottingEvaluator(cfg, dataset_name, distributed=True, output_dir=output_folder)
 
     def build_hooks(self):
         cfg = self.cfg

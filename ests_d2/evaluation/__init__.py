@@ -1,6 +1,7 @@
 """Official-protocol text-spotting evaluation (docs: shared eval_protocol.md)."""
 from .lexicon import LexiconMatcher
-from .pipeline import gt_files_from_dataset_dicts, load_gt_zip, run_evaluation
+from .gt_zip import gt_files_from_dataset_dicts, write_gt_zip
+from .pipeline import load_gt_zip, run_evaluation
 from .predictions import ImagePrediction, InstancePrediction
 from .protocol import EvalSettings, resolve_runs, resolve_settings
 from .rrc_format import RRCFormatError
@@ -20,4 +21,5 @@ __all__ = [
     "resolve_settings",
     "run_evaluation",
     "score",
+    "write_gt_zip",
 ]

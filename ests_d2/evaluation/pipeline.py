@@ -2,17 +2,16 @@
 import logging
 import os
 from collections import OrderedDict
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ests_d2.data.text_utils import UNKNOWN_GLYPH, CharVocabulary, bezier_to_polygon
+from ests_d2.structures import UNKNOWN_GLYPH, CharVocabulary
 
 from .lexicon import LexiconMatcher
 from .predictions import ImagePrediction
 from .protocol import EvalSettings
-from .rrc_format import (DONT_CARE, TextLine, format_line, member_key, member_name, parse_contents, read_zip,
-                         write_zip)
+from .rrc_format import TextLine, member_key, parse_contents, read_zip, write_zip
 from .scoring import score
 from .submission import build_submission
 
@@ -29,42 +28,6 @@ def load_gt_zip(path: str) -> Dict[str, List[TextLine]]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"GT zip not found: {path}")
     return read_zip(path, strict=False)
-
-
-def _float_text(v: float) -> str:
-    return repr(float(np.float32(v)))  # reads back as the same float32
-
-
-def gt_files_from_dataset_dicts(dataset_dicts: Iterable[dict], voc_size: int = 97) -> Dict[str, List[str]]:
-    """Official-format GT lines ``{member name: lines}`` derived from detectron2 dataset dicts.
-
-    Polygons come from ``polys`` (flat x, y list) or are sampled from the 16 ``beziers`` numbers
-    (8 points per curve); the text is decoded from ``rec``; ``iscrowd`` = 1 marks ``###``.
-    """
-    vocab = CharVocabulary.from_config(voc_size)
-    files: Dict[str, List[str]] = {}
-    for d in dataset_dicts:
-        name = member_name(d["image_id"])
-        lines = files.setdefault(name, [])
-        for k, ann in enumerate(d.get("annotations", [])):
-            where = f"{d.get('file_name', d['image_id'])} annotation {k}"
-            if "polys" in ann:
-                flat = np.asarray(ann["polys"], dtype=np.float64).reshape(-1)
-            elif "beziers" in ann:
-                flat = bezier_to_polygon(np.asarray(ann["beziers"], dtype=np.float64))
-            else:
-                raise ValueError(f"{where}: needs 'polys' or 'beziers' to derive the evaluation GT")
-            if len(flat) % 2 or len(flat) < 6:
-                raise ValueError(f"{where}: polygon needs an even number >= 6 of coordinates, got {len(flat)}")
-            if ann.get("iscrowd", 0):
-                text = DONT_CARE
-            elif "rec" in ann:
-                text = vocab.decode(ann["rec"])
-            else:
-                raise ValueError(f"{where}: needs 'rec' (or iscrowd=1) to derive the evaluation GT")
-            pts = [(_float_text(x), _float_text(y)) for x, y in flat.reshape(-1, 2)]
-            lines.append(format_line(pts, text))
-    return files
 
 
 def parse_files(files: Dict[str, List[str]], where: str) -> Dict[str, List[TextLine]]:

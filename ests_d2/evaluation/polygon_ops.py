@@ -12,7 +12,7 @@ import numpy as np
 import shapely
 from shapely.geometry import LinearRing, Point, Polygon
 
-from ests_d2.data.text_utils import shoelace_area
+from ests_d2.structures import shoelace_area
 
 from .rrc_format import RRCFormatError
 

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from ests_d2.data.text_utils import CharVocabulary
+from ests_d2.structures import CharVocabulary
 
 FORMAT = "ests-eval-predictions/v1"
 SCORE_FLOOR = 0.1  # the official conversion keeps only score > 0.1, whatever the threshold

@@ -1,5 +1,4 @@
 """detectron2 evaluator that reproduces the official ESTS text-spotting evaluation."""
-import functools
 import itertools
 from dataclasses import asdict
 import json
@@ -8,31 +7,19 @@ import os
 from collections import OrderedDict
 from typing import Optional, Sequence
 
-from detectron2.config import CfgNode, configurable
+from detectron2.config import configurable
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 
 from . import predictions as neutral
-from .pipeline import gt_files_from_dataset_dicts, load_gt_zip, parse_files, run_evaluation
+from .gt_zip import gt_files_from_dataset_dicts
+from .pipeline import load_gt_zip, parse_files, run_evaluation
 from .protocol import DEFAULTS, canonical_protocol, resolve_runs
 from .rrc_format import write_zip
 
 logger = logging.getLogger(__name__)
-
-
-def _accept_dataset_first(init):
-    """Also accept ``(dataset_name, cfg, distributed, output_dir)``, the AdelaiDet ``TextEvaluator`` order
-    that trainers written for it use, by swapping it into detectron2's cfg-first ``@configurable`` order."""
-
-    @functools.wraps(init)
-    def wrapped(self, *args, **kwargs):
-        if len(args) >= 2 and isinstance(args[0], str) and isinstance(args[1], CfgNode):
-            args = (args[1], args[0]) + tuple(args[2:])
-        return init(self, *args, **kwargs)
-
-    return wrapped
 
 
 class TextSpottingEvaluator(DatasetEvaluator):
@@ -50,7 +37,6 @@ class TextSpottingEvaluator(DatasetEvaluator):
     (``{run}_det.zip``), the derived GT zip if any, and ``text_results.json`` with the settings.
     """
 
-    @_accept_dataset_first
     @configurable
     def __init__(
         self,

@@ -54,7 +54,7 @@ def official_polygon_targets(beziers: torch.Tensor) -> torch.Tensor:
     Returns:
         (n, 32) float64: 8 points of the top curve then 8 of the bottom curve, as x, y pairs.
 
-    ``ests_d2.data.text_utils.bezier_to_polygon`` samples the same curves but differs in the last bit
+    ``ests_d2.structures.bezier_to_polygon`` samples the same curves but differs in the last bit
     (torch.linspace and the einsum order); the loss keeps the official NumPy arithmetic: float64 weights,
     the four Bernstein terms summed in order.
     """

@@ -9,7 +9,7 @@ from detectron2.structures import ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from ..data.text_utils import CharVocabulary
+from ..structures import CharVocabulary
 from .criterion import ESTSCriterion
 from .denoising import build_denoising, split_denoising_outputs
 from .postprocess import ESTSPostProcess, result_to_instances

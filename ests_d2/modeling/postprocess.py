@@ -12,7 +12,8 @@ from torch import nn
 from detectron2.config import configurable
 from detectron2.structures import Boxes, Instances
 
-from ..data.text_utils import CharVocabulary, TextList
+from ..structures import CharVocabulary
+from ..structures.text_list import TextList
 from .layers import box_cxcywh_to_xyxy
 
 __all__ = ["ESTSPostProcess", "result_to_instances"]

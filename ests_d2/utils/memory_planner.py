@@ -59,7 +59,8 @@ def synthetic_batch(cfg, height: int, width: int, num_images: int, num_instances
     The instances tile the image in a grid (a crowded image); every word uses all ``MAX_TEXT_LEN``
     slots, the most recognition work the targets can ask for.
     """
-    from ests_d2.data.text_utils import CharVocabulary, straight_text_instances
+    from ests_d2.structures import CharVocabulary
+    from ests_d2.structures.text_instances import straight_text_instances
 
     ests = cfg.MODEL.ESTS
     vocab = CharVocabulary.from_config(ests.VOC_SIZE, ests.CUSTOM_DICT)

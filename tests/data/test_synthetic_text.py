@@ -12,7 +12,7 @@ from ests_d2.data import synthetic
 from ests_d2.data.datasets import _load_synthetic
 from ests_d2.evaluation.rrc_format import read_zip
 from ests_d2.data.text_json import load_text_json
-from ests_d2.data.text_utils import CharVocabulary, EN_CHARACTERS, bezier_to_polygon
+from ests_d2.structures import CharVocabulary, EN_CHARACTERS, bezier_to_polygon
 
 
 def test_same_seed_gives_identical_files(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from detectron2.structures import BoxMode
 
 from ests_d2.data.text_json import TextAnnotationError, load_text_json
-from ests_d2.data.text_utils import bezier_to_polygon
+from ests_d2.structures import bezier_to_polygon
 from tests.data.data_helpers import scene_text_dir
 
 SUBSETS = ("ic15_train", "ic15_test", "totaltext_test", "ctw1500_test")

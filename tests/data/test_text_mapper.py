@@ -10,7 +10,7 @@ from detectron2.data.build import filter_images_with_only_crowd_annotations
 from ests_d2.data import TextSpottingDatasetMapper
 from ests_d2.data.augmentation import ColorJitterTransform, InstancePreservingCrop
 from ests_d2.data.text_json import load_text_json
-from ests_d2.data.text_utils import bezier_to_polygon
+from ests_d2.structures import bezier_to_polygon
 from tests.data.data_helpers import make_text_cfg, scene_text_dir
 
 

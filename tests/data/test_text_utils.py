@@ -4,7 +4,8 @@ import pytest
 import torch
 from detectron2.structures import Instances
 
-from ests_d2.data.text_utils import UNKNOWN_GLYPH, CharVocabulary, TextList, bezier_to_polygon
+from ests_d2.structures import UNKNOWN_GLYPH, CharVocabulary, bezier_to_polygon
+from ests_d2.structures.text_list import TextList
 
 
 def test_en_vocabulary_ids_and_official_decoding():
@@ -40,3 +41,17 @@ def test_text_list_follows_instances_indexing():
     assert inst.texts[0] == "a"
     with pytest.raises(IndexError):
         TextList(["a"])[torch.tensor([True, False])]
+
+
+def test_numpy_bezier_sampling_needs_no_torch_and_matches_torch_at_8_points():
+    import subprocess
+    import sys
+
+    from ests_d2.structures.bezier import bernstein_weights
+
+    u = torch.linspace(0, 1, 8, dtype=torch.float64)
+    torch_weights = torch.stack([(1 - u) ** 3, 3 * u * (1 - u) ** 2, 3 * u**2 * (1 - u), u**3], dim=1)
+    assert np.array_equal(bernstein_weights(8), torch_weights.numpy())
+    code = "import sys, numpy as np, ests_d2.structures as s; s.bezier_to_polygon(np.zeros(16)); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -11,7 +11,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import Instances
 
 from ests_d2.config import add_ests_config
-from ests_d2.data.text_utils import CharVocabulary, bezier_to_polygon
+from ests_d2.structures import CharVocabulary, bezier_to_polygon
 from ests_d2.evaluation import TextSpottingEvaluator
 from tests.evaluation.eval_helpers import REPO_ROOT
 
@@ -108,8 +108,8 @@ def test_evaluator_from_config(dataset, tmp_path):
     assert list(res) == ["text_e2e"]
     assert res["text_e2e"] == pytest.approx({"precision": 1.0, "recall": 0.5, "hmean": 2 / 3})
     assert (tmp_path / "inference" / dataset / "text_results.json").is_file()
-    # the AdelaiDet argument order (dataset_name, cfg, distributed, output_dir) builds the same evaluator
-    ev = TextSpottingEvaluator(dataset, cfg, False, str(tmp_path / "other"))
+    # the keyword form the trainer uses builds the same evaluator
+    ev = TextSpottingEvaluator(cfg, dataset, distributed=False, output_dir=str(tmp_path / "other"))
     assert run(ev, model_output(["HELLO", "World"], [0.9, 0.8], [[0.99] * 25] * 2)) == res
     assert (tmp_path / "other" / "text_results.json").is_file()
 

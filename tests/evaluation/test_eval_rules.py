@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from ests_d2.data.text_utils import CharVocabulary
+from ests_d2.structures import CharVocabulary
 from ests_d2.evaluation.rrc_format import RRCFormatError
 from ests_d2.evaluation.scoring import is_word_spotting_care, normalize_word_spotting_gt, transcription_match
 from ests_d2.evaluation.submission import official_line

@@ -5,8 +5,9 @@ import numpy as np
 
 import pytest
 
-from ests_d2.data.text_utils import CharVocabulary
-from ests_d2.evaluation.pipeline import gt_files_from_dataset_dicts, load_gt_zip, parse_files, run_evaluation
+from ests_d2.structures import CharVocabulary
+from ests_d2.evaluation.gt_zip import gt_files_from_dataset_dicts
+from ests_d2.evaluation.pipeline import load_gt_zip, parse_files, run_evaluation
 from ests_d2.evaluation.predictions import ImagePrediction, InstancePrediction
 from ests_d2.evaluation.protocol import resolve_runs
 from tests.evaluation.eval_helpers import EVAL_GT, SCENE_TEXT, need

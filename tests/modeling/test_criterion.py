@@ -6,7 +6,7 @@ import torch
 from detectron2.config import get_cfg
 
 from ests_d2.config import add_ests_config
-from ests_d2.data.text_utils import bezier_to_polygon
+from ests_d2.structures import bezier_to_polygon
 from ests_d2.modeling.criterion import ESTSCriterion, build_weight_dict, official_polygon_targets
 from ests_d2.modeling.matcher import HungarianMatcher
 from tests.shared_paths import load_golden, require_golden_file

@@ -6,7 +6,8 @@ import torch
 from detectron2.modeling import build_model
 
 import ests_d2.modeling  # noqa: F401  (registers the meta-architecture)
-from ests_d2.data.text_utils import CharVocabulary, straight_text_instances
+from ests_d2.structures import CharVocabulary
+from ests_d2.structures.text_instances import straight_text_instances
 
 from tests.modeling.model_config import tiny_ests_cfg
 

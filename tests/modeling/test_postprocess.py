@@ -4,7 +4,7 @@ from detectron2.config import get_cfg
 from detectron2.structures import Boxes
 
 from ests_d2.config import add_ests_config
-from ests_d2.data.text_utils import CharVocabulary
+from ests_d2.structures import CharVocabulary
 from ests_d2.modeling.postprocess import ESTSPostProcess, result_to_instances
 from tests.shared_paths import load_golden
 
