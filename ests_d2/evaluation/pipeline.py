@@ -43,6 +43,7 @@ class RunResult:
     settings: EvalSettings
     scored: ScoreResult  # .det: detection block, .e2e: end-to-end block, .images: per-sample matches
     predictions: Dict[str, List[TextLine]]  # the run's det-zip lines as scored, per sample key
+    files: Optional[Dict[str, List[str]]] = None  # the run's det-zip members (None: not built here)
 
     @property
     def reported(self) -> MatchCounts:
@@ -66,7 +67,14 @@ def evaluate_runs(
     """
     out = []
     matchers: Dict[str, LexiconMatcher] = {}
+    done: Dict[tuple, RunResult] = {}
     for run in runs:
+        key = _submission_key(run)
+        if key in done:  # e.g. IC15 task 0 and task 1 without lexicon: no rec filter, the same files
+            out.append(RunResult(run, done[key].scored, done[key].predictions))
+            if output_dir:
+                write_zip(os.path.join(output_dir, f"{run.run_name}_det.zip"), done[key].files)
+            continue
         lexicon = None
         if run.lexicon:
             if run.lexicon not in matchers:
@@ -77,12 +85,19 @@ def evaluate_runs(
         if output_dir:
             write_zip(os.path.join(output_dir, f"{run.run_name}_det.zip"), files)
         predictions = parse_files(files, run.run_name)
-        result = RunResult(run, score(gt, predictions, run.word_spotting, gt_name), predictions)
+        result = RunResult(run, score(gt, predictions, run.word_spotting, gt_name), predictions, files)
+        done[key] = result
         block = result.reported
         logger.info("%s -> %s (matched %d, care GT %d, care det %d)", run.describe(),
                     _fmt(block.metrics()), block.matched, block.care_gt, block.care_det)
         out.append(result)
     return out
+
+
+def _submission_key(run: EvalSettings) -> tuple:
+    """Everything that decides a run's det zip and its scores; runs with equal keys give identical results."""
+    rec_filter = run.rec_confidence if run.task == "e2e" and run.rec_confidence > 0 else None
+    return run.det_threshold, rec_filter, run.lexicon, run.word_spotting
 
 
 def run_evaluation(
