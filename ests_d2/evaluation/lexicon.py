@@ -1,4 +1,4 @@
-"""Official lexicon matching (``lexicon_procesor.py`` semantics, eval_protocol.md "Lexicon").
+"""Official lexicon matching (``lexicon_procesor.py`` semantics, docs/EVALUATION.md "Lexicon matching").
 
 The prediction is upper-cased and compared with every upper-cased lexicon word in file order; the
 first strictly smallest distance (below the official start value 100) wins, and the output is the

@@ -71,7 +71,8 @@ def evaluate_runs(
     for run in runs:
         key = _submission_key(run)
         if key in done:  # e.g. IC15 task 0 and task 1 without lexicon: no rec filter, the same files
-            out.append(RunResult(run, done[key].scored, done[key].predictions))
+            out.append(RunResult(run, done[key].scored, done[key].predictions, done[key].files))
+            logger.info("%s -> the det zip of %s (same filters)", run.describe(), done[key].settings.run_name)
             if output_dir:
                 write_zip(os.path.join(output_dir, f"{run.run_name}_det.zip"), done[key].files)
             continue

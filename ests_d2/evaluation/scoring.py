@@ -1,4 +1,4 @@
-"""Scoring of official per-image files against a GT zip (``text_eval_main``, eval_protocol.md step 5).
+"""Scoring of official per-image files against a GT zip (``text_eval_main``, docs/EVALUATION.md step 5).
 
 Greedy, text-blind matching with IoU > 0.5 in (GT order x detection order); a detection is don't care
 when more than half of its own area lies inside one don't-care GT; word spotting (Total-Text) adds GT

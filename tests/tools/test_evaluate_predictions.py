@@ -215,3 +215,23 @@ def test_scoring_path_imports_no_torch(files, tmp_path):
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert "heavy []" in done.stdout
+
+
+def test_docs_example_follows_the_documented_schema(capsys, tmp_path):
+    """docs/EVALUATION.md: the example reads, and its required fields are the schema's."""
+    import re
+
+    from ests_d2.evaluation.predictions import FORMAT, read_json
+    from ests_d2.structures import CharVocabulary
+
+    schema, example = re.findall(r"```json\n(.*?)```", (REPO / "docs" / "EVALUATION.md").read_text(), re.S)
+    schema = json.loads(schema)
+    assert schema["properties"]["format"]["const"] == FORMAT
+    instance_schema = schema["properties"]["images"]["items"]["properties"]["instances"]["items"]
+    path = tmp_path / "example.json"
+    path.write_text(example)
+    dataset, images = read_json(str(path), CharVocabulary.from_config(97))
+    assert dataset == "ic15" and [im.image_id for im in images] == [195, 196]
+    for record in json.loads(example)["images"][0]["instances"]:
+        assert set(instance_schema["required"]) <= set(record) and set(record) <= set(instance_schema["properties"])
+    assert images[0].instances[1].text == "GNS"  # decoded from 'rec', padding skipped
