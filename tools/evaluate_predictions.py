@@ -22,8 +22,12 @@ import logging
 import os
 import sys
 
+# The project's modules (numpy, shapely, rapidfuzz...) are imported inside the functions that need them, so
+# that --help and command-line mistakes answer in ~0.1 s instead of ~1 s.
+
 TASKS = {"0": ("det",), "det": ("det",), "1": ("e2e",), "e2e": ("e2e",), "both": ("det", "e2e")}
-JSON_ONLY_OPTIONS = ("task", "lexicon", "det_threshold", "rec_confidence")
+JSON_ONLY_OPTIONS = ("task", "lexicon", "det_threshold", "rec_confidence", "voc_size", "output_dir")
+EN_VOC_SIZE = 97
 
 
 class UsageError(ValueError):
@@ -47,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--rec-confidence", type=float, help="JSON input, task 1: recognition filter (default: official)")
     p.add_argument("--word-spotting", type=int, choices=[-1, 0, 1], default=-1,
                    help="force the word-spotting rules off (0) / on (1); -1: official (Total-Text only)")
-    p.add_argument("--voc-size", type=int, default=97, help="recognition classes of 'rec' ids (97 = EN)")
+    p.add_argument("--voc-size", type=int, help="JSON input: recognition classes of 'rec' ids (default: 97 = EN)")
     p.add_argument("--output-dir", help="JSON input: write each run's official det zip here")
     p.add_argument("--per-image", metavar="FILE", help="per-image results of every run to FILE.csv or FILE.json")
     p.add_argument("--visualize", metavar="DIR", help="one PNG per image (first task-1 run, else task 0) into DIR")
@@ -110,15 +114,14 @@ def _runs(args, protocol):
     return runs, [lex for lex in lexicons if lex and "e2e" in tasks]
 
 
-def _protocol(name, where):
+def _protocol(name, source: str, error=UsageError):
+    """Canonical dataset name; ``source`` says where the name came from, for the message."""
     from ests_d2.evaluation.protocol import canonical_protocol
 
-    if not name:
-        raise UsageError(f"--dataset is required ({where})")
     try:
         return canonical_protocol(name)
     except ValueError as e:
-        raise UsageError(f"--dataset: {e}") from None
+        raise error(f"{source}: {e}") from None
 
 
 def _score_json(args, gt, progress):
@@ -126,14 +129,20 @@ def _score_json(args, gt, progress):
     from ests_d2.evaluation.pipeline import evaluate_runs
     from ests_d2.structures import CharVocabulary
 
-    dataset, images = neutral.read_json(args.predictions, CharVocabulary.from_config(args.voc_size))
-    protocol = _protocol(args.dataset or dataset, f"{args.predictions} has no 'dataset' field")
+    voc_size = args.voc_size or EN_VOC_SIZE
+    dataset, images = neutral.read_json(args.predictions, CharVocabulary.from_config(voc_size))
+    if args.dataset:
+        protocol = _protocol(args.dataset, "--dataset")
+    elif dataset:
+        protocol = _protocol(dataset, f"{args.predictions}: 'dataset'", ValueError)
+    else:
+        raise UsageError(f"--dataset is required: {args.predictions} has no 'dataset' field")
     runs, lexicons = _runs(args, protocol)
     root = _lexicon_root(args, protocol, lexicons)
     if not args.quiet:
         for run in runs:
             logging.info("%s", run.describe())
-    results = evaluate_runs(images, gt, runs, root, args.voc_size, args.output_dir, args.gt_zip, progress)
+    results = evaluate_runs(images, gt, runs, root, voc_size, args.output_dir, args.gt_zip, progress)
     from ests_d2.evaluation.report import run_label
 
     return results, [run_label(r) for r in results], False
@@ -146,12 +155,12 @@ def _score_txt(args, gt, progress):
     from ests_d2.evaluation.scoring import score
 
     ignored = [f"--{o.replace('_', '-')}" for o in JSON_ONLY_OPTIONS if getattr(args, o) is not None]
-    ignored += ["--output-dir"] if args.output_dir else []
     if ignored:
         raise UsageError(f"{' '.join(ignored)} only apply to JSON input; per-image txt files are scored as given "
                          "(threshold, recognition filter and lexicon were applied when they were written)")
-    settings = resolve_settings(_protocol(args.dataset, "per-image txt input has no dataset field"), "e2e",
-                                word_spotting=args.word_spotting)
+    if not args.dataset:
+        raise UsageError("--dataset is required for per-image txt input")
+    settings = resolve_settings(_protocol(args.dataset, "--dataset"), "e2e", word_spotting=args.word_spotting)
     predictions = read_predictions_files(args.predictions)
     scored = score(gt, predictions, settings.word_spotting, args.gt_zip,
                    progress=None if progress is None else (lambda it: progress(it, desc="scoring")))

@@ -6,7 +6,7 @@ loaded on first access of ``ests_d2.evaluation.TextSpottingEvaluator`` (PEP 562 
 """
 from .lexicon import LexiconMatcher
 from .gt_zip import gt_files_from_dataset_dicts, write_gt_zip
-from .pipeline import load_gt_zip, run_evaluation
+from .pipeline import RunResult, evaluate_runs, load_gt_zip, run_evaluation
 from .predictions import ImagePrediction, InstancePrediction
 from .protocol import EvalSettings, resolve_runs, resolve_settings
 from .rrc_format import RRCFormatError
@@ -18,7 +18,9 @@ __all__ = [
     "InstancePrediction",
     "LexiconMatcher",
     "RRCFormatError",
+    "RunResult",
     "TextSpottingEvaluator",
+    "evaluate_runs",
     "gt_files_from_dataset_dicts",
     "load_gt_zip",
     "resolve_runs",

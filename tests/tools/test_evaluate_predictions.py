@@ -107,11 +107,18 @@ def test_lexicon_without_files_is_a_one_line_error(files, capsys):
 
 
 @pytest.mark.parametrize("option", [["--task", "1"], ["--lexicon", "full"], ["--det-threshold", "0.5"],
-                                    ["--rec-confidence", "0.9"]])
+                                    ["--rec-confidence", "0.9"], ["--voc-size", "97"], ["--output-dir", "out"]])
 def test_json_only_options_on_txt_input_are_refused(files, capsys, option):
     gt_zip, _ = files
     code, _, err = run(capsys, gt_zip, "--gt-zip", gt_zip, "--dataset", "ctw", *option)
     assert code == 2 and option[0] in err and "scored as given" in err
+
+
+def test_lexicon_root_without_the_files_names_them(files, capsys, tmp_path):
+    gt_zip, preds = files
+    code, _, err = run(capsys, preds, "--gt-zip", gt_zip, "--dataset", "tt", "--lexicon", "weak",
+                       "--lexicon-root", tmp_path)
+    assert code == 2 and "weak_voc_new.txt" in err and "weak_voc_pair_list.txt" in err
 
 
 def test_txt_input_scores_both_blocks_and_accepts_aliases(files, capsys):
