@@ -68,7 +68,9 @@ DEFAULTS: Dict[str, DatasetDefaults] = {
     ),
     # The official fallback branch for other dataset names: threshold 0.415, no recognition filter.
     # Its lexicon is this project's generic layout (datasets/README.md): nearest word, plain edit distance.
-    "generic": DatasetDefaults("", False, 0.415, 0.0, False, True, {"full": LexiconFiles("lexicon.txt", "pair_list.txt")}),
+    "generic": DatasetDefaults(
+        "", False, 0.415, 0.0, False, True, {"full": LexiconFiles("lexicon.txt", "pair_list.txt")},
+    ),
 }
 
 # Official ``lexicon_type`` numbers, accepted as aliases of the names above.

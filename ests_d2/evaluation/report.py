@@ -45,8 +45,8 @@ def summary_rows(results: Sequence[RunResult], labels: Sequence[str], scored_as_
         for name, b in blocks(result, scored_as_given).items():
             if name == "detection" and result.settings.task == "e2e" and not scored_as_given:
                 name = "detection*"  # footnoted: not the published (task-0) detection number
-            rows.append([label, name.replace("_", "-"), f"{b['precision']:.4f}", f"{b['recall']:.4f}", f"{b['hmean']:.4f}",
-                         b["matched"], b["gt_care"], b["det_care"]])
+            scores = [f"{b[k]:.4f}" for k in ("precision", "recall", "hmean")]
+            rows.append([label, name.replace("_", "-"), *scores, b["matched"], b["gt_care"], b["det_care"]])
     return rows
 
 
