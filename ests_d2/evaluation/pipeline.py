@@ -98,7 +98,7 @@ def evaluate_runs(
 def _submission_key(run: EvalSettings) -> tuple:
     """Everything that decides a run's det zip and its scores; runs with equal keys give identical results."""
     rec_filter = run.rec_confidence if run.task == "e2e" and run.rec_confidence > 0 else None
-    return run.det_threshold, rec_filter, run.lexicon, run.word_spotting
+    return run.protocol, run.det_threshold, rec_filter, run.lexicon, run.word_spotting
 
 
 def run_evaluation(
