@@ -1,15 +1,20 @@
 #!/usr/bin/env python
-"""Score text-spotting predictions with the official ESTS protocol, without a model.
+"""Score any text spotter's predictions with the official ESTS protocol (docs/EVALUATION.md), no model needed.
 
-Input is either the neutral ``ests-eval-predictions/v1`` JSON (thresholds, recognition filter and
-lexicon are applied here, as the official evaluator does) or a zip / folder of official per-image
-``{image_id:07d}.txt`` files (scored as given: both the detection and the end-to-end block of one
-official scoring run). The JSON result goes to stdout; progress and settings to stderr.
+Input: the neutral ests-eval-predictions/v1 JSON (score threshold, recognition filter and lexicon are applied
+here, as the official evaluator does), or a zip / folder of official per-image {image_id:07d}.txt files
+(scored as given: the detection and end-to-end blocks of one official scoring run).
+
+Runs (JSON input): task 0 = detection (no recognition filter): its detection block is the number ESTS
+publishes; task 1 = spotting, once per --lexicon: its end-to-end block, and the detection block of that
+same run (marked *, not comparable with task 0). The table goes to stdout (--json: JSON instead), settings
+and progress to stderr. Errors are one line and exit 1 (2 for a wrong command line); --debug shows tracebacks.
 
 Examples:
-  tools/evaluate_predictions.py preds.json --dataset icdar2015 --gt-zip eval_gt/gt_icdar2015.zip \\
-      --lexicon-root eval_gt/lexicons --lexicon strong
-  tools/evaluate_predictions.py det.zip --dataset totaltext --gt-zip eval_gt/gt_totaltext.zip
+  tools/evaluate_predictions.py preds.json --dataset ic15 --gt-zip eval_gt/gt_icdar2015.zip
+  tools/evaluate_predictions.py preds.json --dataset ic15 --gt-zip eval_gt/gt_icdar2015.zip \\
+      --task 1 --lexicon strong --per-image images.csv --visualize pictures/ --image-dir ic15/test_images
+  tools/evaluate_predictions.py det.zip --dataset tt --gt-zip eval_gt/gt_totaltext.zip
 """
 import argparse
 import json
@@ -17,68 +22,214 @@ import logging
 import os
 import sys
 
-from tqdm import tqdm
+# The project's modules (numpy, shapely, rapidfuzz...) are imported inside the functions that need them, so
+# that --help and command-line mistakes answer in ~0.1 s instead of ~1 s.
 
-from ests_d2.structures import CharVocabulary
-from ests_d2.evaluation import predictions as neutral
-from ests_d2.evaluation.pipeline import load_gt_zip, run_evaluation
-from ests_d2.evaluation.protocol import PROTOCOLS, canonical_protocol, resolve_runs, resolve_settings
-from ests_d2.evaluation.rrc_format import read_predictions_files
-from ests_d2.evaluation.scoring import score
+TASKS = {"0": ("det",), "det": ("det",), "1": ("e2e",), "e2e": ("e2e",), "both": ("det", "e2e")}
+JSON_ONLY_OPTIONS = ("task", "lexicon", "det_threshold", "rec_confidence", "voc_size", "output_dir")
+EN_VOC_SIZE = 97
+
+
+class UsageError(ValueError):
+    """A command line that cannot be honoured (exit status 2)."""
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("predictions", help="neutral JSON file, or a zip / folder of official per-image txt files")
-    p.add_argument("--dataset", choices=PROTOCOLS, help="protocol; default: the JSON's 'dataset' field")
     p.add_argument("--gt-zip", required=True, help="official GT zip (e.g. gt_totaltext.zip)")
-    p.add_argument("--lexicon-root", help="folder with the official lexicons/ layout (totaltext/, ctw1500/, ic15/)")
-    p.add_argument("--lexicon", action="append", default=[],
-                   help="add an e2e run with this lexicon (full, weak, generic, strong or the official "
-                        "lexicon_type number); repeatable")
-    p.add_argument("--task", choices=["det", "e2e", "both"], default="both",
-                   help="JSON input: det = official task 0 (no rec filter), e2e = task 1 (default: both)")
-    p.add_argument("--det-threshold", type=float, default=-1, help="keep round(score,3) >= this (-1: official)")
-    p.add_argument("--rec-confidence", type=float, default=-1, help="e2e rec filter (-1: official)")
+    p.add_argument("--dataset", help="totaltext (tt), ctw1500 (ctw), icdar2015 (ic15) or generic; "
+                                     "default: the JSON's 'dataset' field")
+    p.add_argument("--task", choices=sorted(TASKS), help="JSON input: 0 / det, 1 / e2e or both (default: both)")
+    p.add_argument("--lexicon", action="append",
+                   help="JSON input, task 1: one run per lexicon (none, full, weak, generic, strong or the "
+                        "official lexicon_type number); repeatable; default: none")
+    p.add_argument("--lexicon-root", help="folder with the official lexicons/ layout (totaltext/, ctw1500/, ic15/), "
+                                          "or with lexicon.txt + pair_list.txt for generic; default: lexicons/ "
+                                          "beside the GT zip, then $DETECTRON2_DATASETS/evaluation/lexicons")
+    p.add_argument("--det-threshold", type=float, help="JSON input: keep round(score, 3) >= this (default: official)")
+    p.add_argument("--rec-confidence", type=float, help="JSON input, task 1: recognition filter (default: official)")
     p.add_argument("--word-spotting", type=int, choices=[-1, 0, 1], default=-1,
-                   help="force word-spotting rules off (0) / on (1); -1: official (Total-Text only)")
-    p.add_argument("--voc-size", type=int, default=97, help="recognition classes (97 = EN)")
-    p.add_argument("--output-dir", help="write each run's official det zip here")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+                   help="force the word-spotting rules off (0) / on (1); -1: official (Total-Text only)")
+    p.add_argument("--voc-size", type=int, help="JSON input: recognition classes of 'rec' ids (default: 97 = EN)")
+    p.add_argument("--output-dir", help="JSON input: write each run's official det zip here")
+    p.add_argument("--per-image", metavar="FILE", help="per-image results of every run to FILE.csv or FILE.json")
+    p.add_argument("--visualize", metavar="DIR", help="one PNG per image (first task-1 run, else task 0) into DIR")
+    p.add_argument("--image-dir", help="--visualize: folder of the images (else a blank canvas)")
+    p.add_argument("--image-pattern", action="append",
+                   help="--visualize: image file name with {image_id}, e.g. 'img_{image_id}.jpg'; repeatable; "
+                        "default: img_{image_id}, img{image_id}, {image_id}, {image_id:07d} with .jpg/.png")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or settings on stderr")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
     return p.parse_args(argv)
 
 
-def main(argv=None) -> dict:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
-    progress = None if args.quiet else (lambda it, desc=None: tqdm(it, desc=desc, file=sys.stderr))
+def _progress(args):
+    if args.quiet:
+        return None
+    from tqdm import tqdm
+
+    return lambda it, desc=None: tqdm(it, desc=desc, file=sys.stderr, leave=False)
+
+
+def _lexicon_root(args, protocol, lexicons):
+    """The lexicon root to use, checked for every requested lexicon's files before any scoring starts."""
+    from ests_d2.evaluation.lexicon import default_lexicon_roots, lexicon_files_missing
+
+    if not lexicons:
+        return args.lexicon_root
+    if args.lexicon_root and not os.path.isdir(args.lexicon_root):
+        raise UsageError(f"--lexicon-root {args.lexicon_root}: not a folder")
+    roots = [args.lexicon_root] if args.lexicon_root else [r for r in default_lexicon_roots(args.gt_zip)
+                                                           if os.path.isdir(r)]
+    for root in roots:
+        missing = [m for lex in lexicons for m in lexicon_files_missing(protocol, lex, root)]
+        if not missing:
+            return root
+        if args.lexicon_root:
+            raise UsageError(f"--lexicon {', '.join(lexicons)}: missing lexicon file(s) {missing} under {root}")
+    looked = ", ".join(default_lexicon_roots(args.gt_zip))
+    raise UsageError(f"--lexicon {', '.join(lexicons)} needs the {protocol} lexicon files: give --lexicon-root "
+                     f"(no complete lexicon folder at {looked})")
+
+
+def _runs(args, protocol):
+    from ests_d2.evaluation.protocol import canonical_lexicon, resolve_settings
+
+    tasks = TASKS[args.task or "both"]
+    names = args.lexicon or ["none"]
+    if "e2e" not in tasks and args.lexicon:
+        raise UsageError("--lexicon applies to task-1 runs; use --task 1 or --task both")
+    try:
+        lexicons = list(dict.fromkeys(canonical_lexicon(protocol, name) for name in names))
+    except ValueError as e:
+        raise UsageError(f"--lexicon: {e}") from None
+    overrides = dict(det_threshold=-1 if args.det_threshold is None else args.det_threshold,
+                     rec_confidence=-1 if args.rec_confidence is None else args.rec_confidence,
+                     word_spotting=args.word_spotting)
+    runs = [resolve_settings(protocol, "det", **overrides)] if "det" in tasks else []
+    if "e2e" in tasks:
+        runs += [resolve_settings(protocol, "e2e", lexicon=lex, **overrides) for lex in lexicons]
+    return runs, [lex for lex in lexicons if lex and "e2e" in tasks]
+
+
+def _protocol(name, source: str, error=UsageError):
+    """Canonical dataset name; ``source`` says where the name came from, for the message."""
+    from ests_d2.evaluation.protocol import canonical_protocol
+
+    try:
+        return canonical_protocol(name)
+    except ValueError as e:
+        raise error(f"{source}: {e}") from None
+
+
+def _score_json(args, gt, progress):
+    from ests_d2.evaluation import predictions as neutral
+    from ests_d2.evaluation.pipeline import evaluate_runs
+    from ests_d2.structures import CharVocabulary
+
+    voc_size = args.voc_size or EN_VOC_SIZE
+    dataset, images = neutral.read_json(args.predictions, CharVocabulary.from_config(voc_size))
+    if args.dataset:
+        protocol = _protocol(args.dataset, "--dataset")
+    elif dataset:
+        protocol = _protocol(dataset, f"{args.predictions}: 'dataset'", ValueError)
+    else:
+        raise UsageError(f"--dataset is required: {args.predictions} has no 'dataset' field")
+    runs, lexicons = _runs(args, protocol)
+    root = _lexicon_root(args, protocol, lexicons)
+    if not args.quiet:
+        for run in runs:
+            logging.info("%s", run.describe())
+    results = evaluate_runs(images, gt, runs, root, voc_size, args.output_dir, args.gt_zip, progress)
+    from ests_d2.evaluation.report import run_label
+
+    return results, [run_label(r) for r in results], False
+
+
+def _score_txt(args, gt, progress):
+    from ests_d2.evaluation.pipeline import RunResult
+    from ests_d2.evaluation.protocol import resolve_settings
+    from ests_d2.evaluation.rrc_format import read_predictions_files
+    from ests_d2.evaluation.scoring import score
+
+    ignored = [f"--{o.replace('_', '-')}" for o in JSON_ONLY_OPTIONS if getattr(args, o) is not None]
+    if ignored:
+        raise UsageError(f"{' '.join(ignored)} only apply to JSON input; per-image txt files are scored as given "
+                         "(threshold, recognition filter and lexicon were applied when they were written)")
+    if not args.dataset:
+        raise UsageError("--dataset is required for per-image txt input")
+    settings = resolve_settings(_protocol(args.dataset, "--dataset"), "e2e", word_spotting=args.word_spotting)
+    predictions = read_predictions_files(args.predictions)
+    scored = score(gt, predictions, settings.word_spotting, args.gt_zip,
+                   progress=None if progress is None else (lambda it: progress(it, desc="scoring")))
+    return [RunResult(settings, scored, predictions)], ["files as given"], True
+
+
+def evaluate(args):
+    """Score, write the optional per-image file and pictures; returns (JSON-ready report, table rows, footnote?)."""
+    from ests_d2.evaluation import report
+    from ests_d2.evaluation.pipeline import load_gt_zip
+
+    if args.per_image and os.path.splitext(args.per_image)[1].lower() not in report.PER_IMAGE_FORMATS:
+        raise UsageError(f"--per-image {args.per_image}: the file name must end in .csv or .json")
+    if (args.image_dir or args.image_pattern) and not args.visualize:
+        raise UsageError("--image-dir / --image-pattern only apply with --visualize DIR")
+    if not os.path.exists(args.predictions):
+        raise FileNotFoundError(f"predictions not found: {args.predictions}")
+    progress = _progress(args)
     gt = load_gt_zip(args.gt_zip)
     is_json = os.path.isfile(args.predictions) and args.predictions.lower().endswith(".json")
-    if not is_json:
-        if not args.dataset:
-            raise SystemExit("--dataset is required for per-image txt predictions")
-        settings = resolve_settings(args.dataset, "e2e", word_spotting=args.word_spotting)
-        scored = score(gt, read_predictions_files(args.predictions), settings.word_spotting, args.gt_zip,
-                       progress=None if progress is None else (lambda it: progress(it, desc="scoring")))
-        return {
-            "input": "official per-image files (scored as given)",
-            "settings": {"protocol": settings.protocol, "word_spotting": settings.word_spotting},
-            "results": {"text_det": scored.det.metrics(), "text_e2e": scored.e2e.metrics()},
-        }
-    vocab = CharVocabulary.from_config(args.voc_size)
-    dataset, images = neutral.read_json(args.predictions, vocab)
-    protocol = canonical_protocol(args.dataset or dataset or "")
-    tasks = ["det", "e2e"] if args.task == "both" else [args.task]
-    runs = resolve_runs(protocol, tasks, args.lexicon, det_threshold=args.det_threshold,
-                        rec_confidence=args.rec_confidence, word_spotting=args.word_spotting)
-    results = run_evaluation(images, gt, runs, args.lexicon_root, args.voc_size, args.output_dir,
-                             args.gt_zip, progress)
-    return {
-        "input": "neutral JSON",
-        "settings": {run.run_name: run.describe() for run in runs},
-        "results": results,
+    results, labels, as_given = (_score_json if is_json else _score_txt)(args, gt, progress)
+    if args.per_image:
+        rows = [row for r, label in zip(results, labels) for row in report.image_rows(r, gt, label)]
+        report.write_image_rows(args.per_image, rows)
+    if args.visualize:
+        from ests_d2.evaluation.visualize import DEFAULT_IMAGE_PATTERNS, write_pictures
+
+        shown = next((r for r in results if r.settings.task == "e2e"), results[0])
+        write_pictures(shown, gt, args.visualize, args.image_dir, args.image_pattern or DEFAULT_IMAGE_PATTERNS,
+                       None if progress is None else (lambda it: progress(it, desc="pictures")))
+    record = {
+        "predictions": args.predictions,
+        "input": "official per-image files (scored as given)" if as_given else "neutral JSON",
+        "gt_zip": args.gt_zip,
+        "protocol": results[0].settings.protocol,
+        "runs": [report.run_record(r, label, as_given) for r, label in zip(results, labels)],
     }
+    note = not as_given and any(r.settings.task == "e2e" for r in results)
+    return record, report.summary_rows(results, labels, as_given), note
+
+
+def print_report(result: dict, table, note: bool, as_json: bool) -> None:
+    from ests_d2.evaluation.report import SUMMARY_HEADERS, TASK1_DETECTION_NOTE
+
+    if as_json:
+        print(json.dumps(result, indent=1, ensure_ascii=False))
+        return
+    from tabulate import tabulate
+
+    print(f"{result['predictions']} vs {result['gt_zip']} ({result['protocol']}, {result['input']})")
+    print(tabulate(table, headers=SUMMARY_HEADERS, disable_numparse=True))
+    if note:
+        print(TASK1_DETECTION_NOTE)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr, format="%(message)s")
+    try:
+        result, table, note = evaluate(args)
+    except Exception as e:  # one line for the user; the traceback is there with --debug
+        if args.debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__
+        print(f"evaluate_predictions.py: error: {message}", file=sys.stderr)
+        return 2 if isinstance(e, UsageError) else 1
+    print_report(result, table, note, args.json)
+    return 0
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(), indent=1))
+    sys.exit(main())

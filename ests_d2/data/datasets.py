@@ -7,7 +7,7 @@ Metadata of every text dataset (the evaluator relies on exactly these names):
 
 - ``evaluator_type``: ``"text"``.
 - ``eval_protocol``: ``"totaltext"`` | ``"ctw1500"`` | ``"icdar2015"`` | ``"generic"`` -- which
-  official rules apply (word spotting, thresholds, lexicon kind; see /work/shared/docs/eval_protocol.md).
+  official rules apply (word spotting, thresholds, lexicon kind; see docs/EVALUATION.md).
 - ``eval_gt_zip``: path of the official-format GT zip (members ``{image_id:07d}.txt``, lines
   ``x1,y1,...,xn,yn,####text``), or ``""`` when none is known (e.g. training sets).
 - ``lexicon_root``: folder with the lexicon files of the protocol, or ``""``. Official layout for

@@ -1,4 +1,4 @@
-"""Official lexicon matching (``lexicon_procesor.py`` semantics, eval_protocol.md "Lexicon").
+"""Official lexicon matching (``lexicon_procesor.py`` semantics, docs/EVALUATION.md "Lexicon matching").
 
 The prediction is upper-cased and compared with every upper-cased lexicon word in file order; the
 first strictly smallest distance (below the official start value 100) wins, and the output is the
@@ -40,6 +40,15 @@ def read_pair_list(path: str, keys_may_hold_blanks: bool) -> Dict[str, str]:
     return pairs
 
 
+def lexicon_path(root: str, relative: str) -> str:
+    """``root/<dataset folder>/file``, or ``root/file`` when root already is the dataset's folder."""
+    full = os.path.join(root, relative)
+    if "/" not in relative:  # the generic layout has no dataset folder
+        return full
+    inside = os.path.join(root, relative.split("/", 1)[1])
+    return full if os.path.exists(full) or not os.path.exists(inside) else inside
+
+
 def read_word_list(path: str) -> List[str]:
     return [line.strip() for line in _read_lines(path)]
 
@@ -65,10 +74,11 @@ class LexiconMatcher:
     """Matches decoded predictions against one official lexicon of one dataset.
 
     Args:
-        protocol: "totaltext", "ctw1500" or "icdar2015".
+        protocol: "totaltext", "ctw1500", "icdar2015" or "generic".
         name: lexicon name of that protocol ("full", "weak", "generic", "strong").
         root: folder with the official ``lexicons/`` layout (``totaltext/``, ``ctw1500/``, ``ic15/``), or
-            directly the protocol's folder of it (``lexicons/ic15``).
+            directly the protocol's folder of it (``lexicons/ic15``); for "generic", the folder holding
+            ``lexicon.txt`` and ``pair_list.txt``.
         char_index: character -> class index of ``rec_prob`` (vocabulary + unknown glyph); needed by
             the IC15 weighted distance.
     """
@@ -89,10 +99,7 @@ class LexiconMatcher:
         self.always_match = defaults.full_lexicon_dataset or (protocol == "icdar2015" and name == "generic")
 
     def _path(self, relative: str) -> str:
-        """``root/<dataset folder>/file``, or ``root/file`` when root already is the dataset's folder."""
-        full = os.path.join(self.root, relative)
-        inside = os.path.join(self.root, relative.split("/", 1)[1])
-        return full if os.path.exists(full) or not os.path.exists(inside) else inside
+        return lexicon_path(self.root, relative)
 
     def _lexicon(self, image_id) -> _LoadedLexicon:
         key = str(image_id) if self._files.per_image else ""
@@ -121,3 +128,23 @@ class LexiconMatcher:
         if not self.always_match and not distance < WEIGHTED_CUTOFF:
             return None
         return lexicon.pairs[lexicon.words[index]]
+
+
+def default_lexicon_roots(gt_zip: Optional[str]) -> List[str]:
+    """Where lexicons are looked for without ``--lexicon-root``, in order.
+
+    ``lexicons/`` beside the GT zip (the official ``evaluation/`` layout, and this project's generic datasets),
+    then ``$DETECTRON2_DATASETS/evaluation/lexicons`` (default ``datasets/evaluation/lexicons``; datasets/README.md).
+    """
+    roots = [os.path.join(os.path.dirname(os.path.abspath(gt_zip)), "lexicons")] if gt_zip else []
+    roots.append(os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "evaluation", "lexicons"))
+    return roots
+
+
+def lexicon_files_missing(protocol: str, name: str, root: str) -> List[str]:
+    """Paths of the word and pair lists of a lexicon that do not exist under ``root`` (per-image: their folder)."""
+    files = DEFAULTS[protocol].lexicons[name]
+    paths = [lexicon_path(root, files.words), lexicon_path(root, files.pairs)]
+    if files.per_image:
+        paths = sorted({os.path.dirname(p) for p in paths})
+    return [p for p in paths if not os.path.exists(p)]

@@ -1,7 +1,8 @@
-"""End-to-end scoring of neutral predictions: GT sources, lexicons, one scoring run per setting."""
+"""End-to-end scoring of neutral predictions: GT sources, lexicons, one official scoring run per setting."""
 import logging
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -12,7 +13,7 @@ from .lexicon import LexiconMatcher
 from .predictions import ImagePrediction
 from .protocol import EvalSettings
 from .rrc_format import TextLine, member_key, parse_contents, read_zip, write_zip
-from .scoring import score
+from .scoring import MatchCounts, ScoreResult, score
 from .submission import build_submission
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,71 @@ def parse_files(files: Dict[str, List[str]], where: str) -> Dict[str, List[TextL
     return {member_key(name): parse_contents("\n".join(lines), f"{where}:{name}") for name, lines in files.items()}
 
 
+@dataclass
+class RunResult:
+    """One official scoring run: its settings, both blocks the official script prints, and per-image detail."""
+
+    settings: EvalSettings
+    scored: ScoreResult  # .det: detection block, .e2e: end-to-end block, .images: per-sample matches
+    predictions: Dict[str, List[TextLine]]  # the run's det-zip lines as scored, per sample key
+    files: Optional[Dict[str, List[str]]] = None  # the run's det-zip members (None: not built here)
+
+    @property
+    def reported(self) -> MatchCounts:
+        """The block the official evaluator returns for this task: detection for task 0, e2e for task 1."""
+        return self.scored.det if self.settings.task == "det" else self.scored.e2e
+
+
+def evaluate_runs(
+    images: Sequence[ImagePrediction],
+    gt: Dict[str, List[TextLine]],
+    runs: Sequence[EvalSettings],
+    lexicon_root: Optional[str] = None,
+    voc_size: int = 97,
+    output_dir: Optional[str] = None,
+    gt_name: str = "GT",
+    progress=None,
+) -> List[RunResult]:
+    """Score ``images`` once per run, as the official code does for one (task, lexicon) configuration.
+
+    With ``output_dir``, each run's official zip is written there as ``{run name}_det.zip``.
+    """
+    out = []
+    matchers: Dict[str, LexiconMatcher] = {}
+    done: Dict[tuple, RunResult] = {}
+    for run in runs:
+        key = _submission_key(run)
+        if key in done:  # e.g. IC15 task 0 and task 1 without lexicon: no rec filter, the same files
+            out.append(RunResult(run, done[key].scored, done[key].predictions, done[key].files))
+            logger.info("%s -> the det zip of %s (same filters)", run.describe(), done[key].settings.run_name)
+            if output_dir:
+                write_zip(os.path.join(output_dir, f"{run.run_name}_det.zip"), done[key].files)
+            continue
+        lexicon = None
+        if run.lexicon:
+            if run.lexicon not in matchers:
+                char_index = vocabulary_char_index(voc_size) if run.defaults.weighted_edit_distance else None
+                matchers[run.lexicon] = LexiconMatcher(run.protocol, run.lexicon, lexicon_root, char_index)
+            lexicon = matchers[run.lexicon]
+        files = build_submission(images, run, lexicon, progress=_labelled(progress, f"{run.run_name} (convert)"))
+        if output_dir:
+            write_zip(os.path.join(output_dir, f"{run.run_name}_det.zip"), files)
+        predictions = parse_files(files, run.run_name)
+        result = RunResult(run, score(gt, predictions, run.word_spotting, gt_name), predictions, files)
+        done[key] = result
+        block = result.reported
+        logger.info("%s -> %s (matched %d, care GT %d, care det %d)", run.describe(),
+                    _fmt(block.metrics()), block.matched, block.care_gt, block.care_det)
+        out.append(result)
+    return out
+
+
+def _submission_key(run: EvalSettings) -> tuple:
+    """Everything that decides a run's det zip and its scores; runs with equal keys give identical results."""
+    rec_filter = run.rec_confidence if run.task == "e2e" and run.rec_confidence > 0 else None
+    return run.protocol, run.det_threshold, rec_filter, run.lexicon, run.word_spotting
+
+
 def run_evaluation(
     images: Sequence[ImagePrediction],
     gt: Dict[str, List[TextLine]],
@@ -45,30 +111,13 @@ def run_evaluation(
     gt_name: str = "GT",
     progress=None,
 ) -> "OrderedDict[str, Dict[str, float]]":
-    """Score ``images`` once per run; returns ``{run name: {precision, recall, hmean}}``.
+    """``{run name: {precision, recall, hmean}}`` of the block the official evaluator returns per run.
 
     A "det" run reports the detection block of a task-0 run; "e2e" runs report the end-to-end block of
-    a task-1 run (optionally with a lexicon). With ``output_dir``, each run's official zip is written
-    there as ``{run name}_det.zip``.
+    a task-1 run (optionally with a lexicon). Arguments as :func:`evaluate_runs`.
     """
-    results = OrderedDict()
-    matchers: Dict[str, LexiconMatcher] = {}
-    for run in runs:
-        lexicon = None
-        if run.lexicon:
-            if run.lexicon not in matchers:
-                char_index = vocabulary_char_index(voc_size) if run.defaults.weighted_edit_distance else None
-                matchers[run.lexicon] = LexiconMatcher(run.protocol, run.lexicon, lexicon_root, char_index)
-            lexicon = matchers[run.lexicon]
-        files = build_submission(images, run, lexicon, progress=_labelled(progress, f"{run.run_name} (convert)"))
-        if output_dir:
-            write_zip(os.path.join(output_dir, f"{run.run_name}_det.zip"), files)
-        scored = score(gt, parse_files(files, run.run_name), run.word_spotting, gt_name)
-        block = scored.det if run.task == "det" else scored.e2e
-        results[run.run_name] = block.metrics()
-        logger.info("%s -> %s (matched %d, care GT %d, care det %d)", run.describe(),
-                    _fmt(results[run.run_name]), block.matched, block.care_gt, block.care_det)
-    return results
+    results = evaluate_runs(images, gt, runs, lexicon_root, voc_size, output_dir, gt_name, progress)
+    return OrderedDict((r.settings.run_name, r.reported.metrics()) for r in results)
 
 
 def _labelled(progress, label):

@@ -1,4 +1,4 @@
-"""Predictions in the neutral ``ests-eval-predictions/v1`` form (eval_protocol.md), before thresholds.
+"""Predictions in the neutral ``ests-eval-predictions/v1`` form (docs/EVALUATION.md), before thresholds.
 
 One record per instance, in the model's order: polygon, float32 score, decoded text, the float32 mean
 of the 25 per-slot recognition scores (``rec_conf``) and, where a weighted lexicon may need them, the
@@ -66,45 +66,80 @@ def from_instances(image_id: int, instances, keep_rec_prob: bool) -> ImagePredic
     return ImagePrediction(int(image_id), out)
 
 
-def _instance_from_json(record: dict, where: str, vocab: CharVocabulary) -> InstancePrediction:
+def _instance_from_json(record, where: str, vocab: CharVocabulary) -> InstancePrediction:
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: an instance must be an object, got {type(record).__name__}")
     try:
         polygon = np.asarray(record["polygon"], dtype=np.float32).reshape(-1, 2)
         score = float(np.float32(record["score"]))
     except (KeyError, ValueError, TypeError) as e:
-        raise ValueError(f"{where}: needs 'polygon' ([[x, y], ...]) and 'score' ({e})") from None
+        raise ValueError(f"{where}: needs 'polygon' ([[x, y], ...]) and 'score' (number) ({e})") from None
     if "text" in record:
         text = str(record["text"])
     elif "rec" in record:
-        text = vocab.decode(record["rec"])
+        try:
+            text = vocab.decode([int(c) for c in record["rec"]])
+        except (ValueError, TypeError, IndexError) as e:
+            raise ValueError(f"{where}.rec: needs a list of class indices ({e})") from None
     else:
         raise ValueError(f"{where}: needs 'text' or 'rec'")
-    if "rec_conf" in record:
-        rec_conf = float(np.float32(record["rec_conf"]))
-    elif "rec_scores" in record:
-        rec_conf = float(np.asarray(record["rec_scores"], dtype=np.float32).mean(dtype=np.float32))
-    else:
-        rec_conf = None
-    prob = record.get("rec_prob")
-    return InstancePrediction(polygon, score, text, rec_conf, None if prob is None else np.asarray(prob, np.float32))
+    try:
+        if "rec_conf" in record:
+            rec_conf = float(np.float32(record["rec_conf"]))
+        elif "rec_scores" in record:
+            rec_conf = float(np.asarray(record["rec_scores"], dtype=np.float32).mean(dtype=np.float32))
+        else:
+            rec_conf = None
+        prob = record.get("rec_prob")
+        rec_prob = None if prob is None else np.asarray(prob, np.float32).reshape(len(prob), -1)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{where}: 'rec_conf' / 'rec_scores' / 'rec_prob' must be numbers ({e})") from None
+    return InstancePrediction(polygon, score, text, rec_conf, rec_prob)
+
+
+def _load_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+
+
+def _image_id(img, where: str) -> int:
+    if not isinstance(img, dict) or "image_id" not in img:
+        raise ValueError(f"{where}: needs an object with 'image_id'")
+    image_id = img["image_id"]
+    if isinstance(image_id, bool) or not isinstance(image_id, int):
+        raise ValueError(f"{where}.image_id: must be an integer (the GT member number), got {image_id!r}")
+    if image_id < 0:
+        raise ValueError(f"{where}.image_id: must be >= 0, got {image_id}")
+    return image_id
 
 
 def read_json(path: str, vocab: CharVocabulary):
-    """(dataset name or None, [ImagePrediction]) from a neutral JSON file; ``rec`` ids decode with ``vocab``."""
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+    """(dataset name or None, [ImagePrediction]) from a neutral JSON file; ``rec`` ids decode with ``vocab``.
+
+    Raises:
+        ValueError: one line naming the file and the position (JSON syntax) or the field (e.g.
+            ``images[3].image_id``) that is wrong.
+    """
+    data = _load_json(path)
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("images"), list):
-        raise ValueError(f"{path}: not an {FORMAT} file (needs 'format' and an 'images' list)")
+        raise ValueError(f"{path}: not an {FORMAT} file (needs 'format': {FORMAT!r} and an 'images' list)")
     images, seen = [], set()
     for i, img in enumerate(data["images"]):
-        if "image_id" not in img:
-            raise ValueError(f"{path}: images[{i}] has no 'image_id'")
-        image_id = int(img["image_id"])
+        image_id = _image_id(img, f"{path}: images[{i}]")
         if image_id in seen:
-            raise ValueError(f"{path}: image_id {image_id} is listed twice")
+            raise ValueError(f"{path}: images[{i}].image_id: {image_id} is listed twice")
         seen.add(image_id)
+        records = img.get("instances", [])
+        if not isinstance(records, list):
+            raise ValueError(f"{path}: images[{i}].instances: must be a list")
         instances = [
-            _instance_from_json(r, f"{path}: image {image_id} instance {k}", vocab)
-            for k, r in enumerate(img.get("instances", []))
+            _instance_from_json(r, f"{path}: images[{i}].instances[{k}] (image {image_id})", vocab)
+            for k, r in enumerate(records)
         ]
         images.append(ImagePrediction(image_id, instances))
     return data.get("dataset"), images

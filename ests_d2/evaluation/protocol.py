@@ -1,4 +1,4 @@
-"""Per-dataset settings of the official ESTS text-spotting evaluation (docs: eval_protocol.md).
+"""Per-dataset settings of the official ESTS text-spotting evaluation (docs/EVALUATION.md).
 
 The official ``TextEvaluator`` picks its GT zip, thresholds, word-spotting flag and lexicon files from a
 substring of the dataset name. Here the dataset kind is explicit (``eval_protocol`` metadata) and each
@@ -8,7 +8,12 @@ from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
 PROTOCOLS = ("totaltext", "ctw1500", "icdar2015", "generic")
-PROTOCOL_ALIASES = {"tt": "totaltext", "total_text": "totaltext", "ctw": "ctw1500", "ic15": "icdar2015"}
+# The one set of dataset names (CLI, JSON "dataset" field, dataset metadata), case-insensitive.
+PROTOCOL_ALIASES = {
+    "tt": "totaltext", "total_text": "totaltext", "total-text": "totaltext",
+    "ctw": "ctw1500", "ctw-1500": "ctw1500", "scut-ctw1500": "ctw1500",
+    "ic15": "icdar2015", "icdar15": "icdar2015",
+}
 TASKS = ("det", "e2e")
 
 
@@ -62,7 +67,10 @@ DEFAULTS: Dict[str, DatasetDefaults] = {
         },
     ),
     # The official fallback branch for other dataset names: threshold 0.415, no recognition filter.
-    "generic": DatasetDefaults("", False, 0.415, 0.0, False, False, {}),
+    # Its lexicon is this project's generic layout (datasets/README.md): nearest word, plain edit distance.
+    "generic": DatasetDefaults(
+        "", False, 0.415, 0.0, False, True, {"full": LexiconFiles("lexicon.txt", "pair_list.txt")},
+    ),
 }
 
 # Official ``lexicon_type`` numbers, accepted as aliases of the names above.
@@ -70,13 +78,21 @@ LEXICON_TYPE_NAMES = {
     "totaltext": {1: "full", 2: "weak"},
     "ctw1500": {1: "full"},
     "icdar2015": {1: "generic", 2: "weak", 3: "strong"},
+    "generic": {1: "full"},
 }
+
+
+def protocol_names() -> str:
+    """The accepted dataset names with their aliases, for messages and --help."""
+    return "; ".join(
+        name + "".join(f" / {a}" for a, target in PROTOCOL_ALIASES.items() if target == name) for name in PROTOCOLS
+    )
 
 
 def canonical_protocol(name: str) -> str:
     key = PROTOCOL_ALIASES.get(str(name).lower(), str(name).lower())
     if key not in PROTOCOLS:
-        raise ValueError(f"unknown text evaluation protocol {name!r}; expected one of {PROTOCOLS}")
+        raise ValueError(f"unknown dataset / protocol {name!r}; expected one of: {protocol_names()}")
     return key
 
 

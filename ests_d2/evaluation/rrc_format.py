@@ -1,6 +1,6 @@
 """The official per-image text files (``x1,y1,...,xn,yn,####text``) and their zips.
 
-Reading follows the official RRC helpers used by ``text_eval_script.py`` (eval_protocol.md step 5):
+Reading follows the official RRC helpers used by ``text_eval_script.py`` (docs/EVALUATION.md step 5):
 members are keyed by the digit group of ``re.match('([0-9]+).txt', name)`` as a *string*, contents are
 UTF-8 (undecodable bytes replaced, one leading BOM dropped), lines split on ``\\n`` with ``\\r`` removed,
 and each line is cut at ``,####`` with a double-quoted transcription unwrapped.

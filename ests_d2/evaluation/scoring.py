@@ -1,12 +1,12 @@
-"""Scoring of official per-image files against a GT zip (``text_eval_main``, eval_protocol.md step 5).
+"""Scoring of official per-image files against a GT zip (``text_eval_main``, docs/EVALUATION.md step 5).
 
 Greedy, text-blind matching with IoU > 0.5 in (GT order x detection order); a detection is don't care
 when more than half of its own area lies inside one don't-care GT; word spotting (Total-Text) adds GT
 don't-care rules and normalises the GT (never the detection) for the end-to-end pass; detection-only is
 a second independent pass that only knows ``###``.
 """
-from dataclasses import dataclass
-from typing import Dict, List, Mapping
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Tuple
 
 import numpy as np
 
@@ -83,6 +83,10 @@ class MatchCounts:
         hmean = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         return {"precision": precision, "recall": recall, "hmean": hmean}
 
+    def report(self) -> Dict[str, float]:
+        """P, R, H and the counts behind them."""
+        return {**self.metrics(), "matched": self.matched, "gt_care": self.care_gt, "det_care": self.care_det}
+
 
 def _dont_care_detections(inter, det_areas, gt_dont_care: np.ndarray) -> np.ndarray:
     """(D,) bool: more than half of the detection's own area inside one don't-care GT."""
@@ -106,8 +110,35 @@ def _greedy_pairs(iou: np.ndarray, gt_ignored: np.ndarray, det_ignored: np.ndarr
     return pairs
 
 
-def score_image(gt_lines: List[TextLine], det_lines: List[TextLine], word_spotting: bool, where: str):
-    """(e2e counts, detection-only counts) of one image."""
+@dataclass
+class ImageMatches:
+    """The official matching of one image, kept so that per-image reports and pictures can show it.
+
+    Two independent passes: "det" knows only ``###`` as don't care; "e2e" adds the word-spotting rules
+    (Total-Text) and compares ``gt_texts`` (GT normalised for word spotting) with the detection text.
+    """
+
+    gt_dont_care_det: np.ndarray  # (G,) bool
+    gt_dont_care_e2e: np.ndarray  # (G,) bool
+    det_dont_care_det: np.ndarray  # (D,) bool: > 0.5 of its area inside one don't-care GT
+    det_dont_care_e2e: np.ndarray  # (D,) bool
+    det_pairs: List[Tuple[int, int]]  # (gt, det) of the detection pass
+    e2e_pairs: List[Tuple[int, int, bool]]  # (gt, det, text correct) of the end-to-end pass
+    gt_texts: List[str]  # GT texts as the e2e pass compares them
+
+    def counts(self) -> Tuple["MatchCounts", "MatchCounts"]:
+        """(e2e counts, detection-only counts)."""
+        e2e = MatchCounts(sum(ok for _, _, ok in self.e2e_pairs), *_care(self.gt_dont_care_e2e, self.det_dont_care_e2e))
+        det = MatchCounts(len(self.det_pairs), *_care(self.gt_dont_care_det, self.det_dont_care_det))
+        return e2e, det
+
+
+def _care(gt_dont_care: np.ndarray, det_dont_care: np.ndarray) -> Tuple[int, int]:
+    return len(gt_dont_care) - int(gt_dont_care.sum()), len(det_dont_care) - int(det_dont_care.sum())
+
+
+def match_image(gt_lines: List[TextLine], det_lines: List[TextLine], word_spotting: bool, where: str) -> ImageMatches:
+    """Don't-care flags and matched pairs of both official passes over one image."""
     gt_texts = [line.text for line in gt_lines]
     gt_dc_det = np.array([t == DONT_CARE for t in gt_texts], dtype=bool)
     gt_dc_e2e = gt_dc_det.copy()
@@ -119,8 +150,8 @@ def score_image(gt_lines: List[TextLine], det_lines: List[TextLine], word_spotti
                 else:
                     gt_dc_e2e[i] = True
     n_gt, n_det = len(gt_lines), len(det_lines)
-    e2e, det = MatchCounts(), MatchCounts()
     det_dc_e2e = det_dc_det = np.zeros(n_det, dtype=bool)
+    det_pairs, e2e_pairs = [], []
     # GT polygons are built even without detections: a malformed GT stops the official run too.
     gt_regions, gt_areas, gt_boxes = regions_and_boxes([l.points for l in gt_lines], f"{where} (GT)")
     if n_det:
@@ -135,17 +166,21 @@ def score_image(gt_lines: List[TextLine], det_lines: List[TextLine], word_spotti
             for g, d in _greedy_pairs(iou, gt_dc_e2e, det_dc_e2e):
                 gt_text, det_text = gt_texts[g].upper(), det_lines[d].text.upper()
                 ok = gt_text == det_text if word_spotting else transcription_match(gt_text, det_text)
-                e2e.matched += int(ok)
-            det.matched = len(_greedy_pairs(iou, gt_dc_det, det_dc_det))
-    e2e.care_gt, e2e.care_det = n_gt - int(gt_dc_e2e.sum()), n_det - int(det_dc_e2e.sum())
-    det.care_gt, det.care_det = n_gt - int(gt_dc_det.sum()), n_det - int(det_dc_det.sum())
-    return e2e, det
+                e2e_pairs.append((g, d, bool(ok)))
+            det_pairs = _greedy_pairs(iou, gt_dc_det, det_dc_det)
+    return ImageMatches(gt_dc_det, gt_dc_e2e, det_dc_det, det_dc_e2e, det_pairs, e2e_pairs, gt_texts)
+
+
+def score_image(gt_lines: List[TextLine], det_lines: List[TextLine], word_spotting: bool, where: str):
+    """(e2e counts, detection-only counts) of one image."""
+    return match_image(gt_lines, det_lines, word_spotting, where).counts()
 
 
 @dataclass
 class ScoreResult:
     e2e: MatchCounts
     det: MatchCounts
+    images: Dict[str, ImageMatches] = field(default_factory=dict)  # per GT sample key, in GT order
 
     def as_dict(self) -> Dict[str, Dict[str, float]]:
         return {"e2e": self.e2e.metrics(), "det": self.det.metrics()}
@@ -175,7 +210,9 @@ def score(
     result = ScoreResult(MatchCounts(), MatchCounts())
     keys = list(gt)
     for key in progress(keys) if progress else keys:
-        e2e, det = score_image(gt[key], predictions.get(key, []), word_spotting, f"sample {key}")
+        matches = match_image(gt[key], predictions.get(key, []), word_spotting, f"sample {key}")
+        result.images[key] = matches
+        e2e, det = matches.counts()
         result.e2e.add(e2e)
         result.det.add(det)
     return result

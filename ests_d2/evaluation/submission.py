@@ -1,4 +1,4 @@
-"""From neutral predictions to the official per-image submission files (eval_protocol.md steps 2-4).
+"""From neutral predictions to the official per-image submission files (docs/EVALUATION.md steps 2-4).
 
 Per instance, in order: recognition-confidence filter (e2e task only), the official 0.1 floor and
 ``round(score, 3) >= threshold`` on the float32 score, lexicon, then the official text round trip:

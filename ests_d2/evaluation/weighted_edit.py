@@ -1,6 +1,6 @@
 """The ICDAR2015 lexicon distance: an edit distance weighted by the recogniser's per-character probabilities.
 
-Semantics of the official numba function (eval_protocol.md, lexicon section and oddity 5), for a
+Semantics of the official numba function (docs/EVALUATION.md, "Lexicon matching" and oddity 5), for a
 prediction ``q`` (upper-cased, length m) against a lexicon word ``w`` (upper-cased, length n):
 
 - ``P_j(c) = max(prob[j, id(upper(c))], prob[j, id(lower(c))])``, row ``j`` = index in the decoded string;

@@ -70,7 +70,7 @@ def run(evaluator, outputs):
     return evaluator.evaluate()
 
 
-def test_evaluator_scores_model_outputs_and_writes_both_formats(dataset, tmp_path):
+def test_evaluator_scores_model_outputs_and_writes_both_formats(dataset, tmp_path, capsys):
     ev = TextSpottingEvaluator(dataset, distributed=False, output_dir=str(tmp_path), rec_confidence=0.95)
     # HELLO correct and confident; "W0rld" wrong; its rec_scores mean over 25 slots (padding included)
     # is (5 * 1.0 + 20 * 0.9) / 25 = 0.92 < 0.95, so the e2e run drops it: e2e P = 1/1, R = 1/2.
@@ -88,12 +88,22 @@ def test_evaluator_scores_model_outputs_and_writes_both_formats(dataset, tmp_pat
     assert neutral["format"] == "ests-eval-predictions/v1" and len(neutral["images"][0]["instances"]) == 2
 
     # the CLI on what the evaluator wrote gives the same numbers, from the JSON and from the zip as given
-    out = evaluate_predictions.main([str(tmp_path / "text_predictions.json"), "--gt-zip",
-                                     str(tmp_path / "gt_derived.zip"), "--rec-confidence", "0.95", "--quiet"])
-    assert out["results"] == res
-    out = evaluate_predictions.main([str(tmp_path / "text_e2e_det.zip"), "--gt-zip",
-                                     str(tmp_path / "gt_derived.zip"), "--dataset", "generic", "--quiet"])
-    assert out["results"]["text_e2e"] == res["text_e2e"]
+    task0, task1 = cli_blocks(capsys, tmp_path / "text_predictions.json", "--rec-confidence", "0.95")
+    assert metrics(task0["detection"]) == res["text_det"] and metrics(task1["end_to_end"]) == res["text_e2e"]
+    (as_given,) = cli_blocks(capsys, tmp_path / "text_e2e_det.zip", "--dataset", "generic")
+    assert metrics(as_given["end_to_end"]) == res["text_e2e"]
+
+
+def cli_blocks(capsys, predictions, *options):
+    """The blocks of each run of ``tools/evaluate_predictions.py --json`` on the derived GT."""
+    code = evaluate_predictions.main([str(predictions), "--gt-zip", str(predictions.parent / "gt_derived.zip"),
+                                      "--quiet", "--json", *options])
+    assert code == 0
+    return [r["blocks"] for r in json.loads(capsys.readouterr().out)["runs"]]
+
+
+def metrics(block):
+    return {k: block[k] for k in ("precision", "recall", "hmean")}
 
 
 def test_evaluator_from_config(dataset, tmp_path):
@@ -115,8 +125,8 @@ def test_evaluator_from_config(dataset, tmp_path):
 
 
 def test_evaluator_rejects_unknown_lexicon(dataset):
-    with pytest.raises(ValueError, match="generic has no 'full' lexicon"):
-        TextSpottingEvaluator(dataset, lexicons=["full"], distributed=False)
+    with pytest.raises(ValueError, match="generic has no 'strong' lexicon"):
+        TextSpottingEvaluator(dataset, lexicons=["strong"], distributed=False)
 
 
 def test_no_detections_gives_zero_precision(dataset):

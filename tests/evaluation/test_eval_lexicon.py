@@ -119,3 +119,13 @@ def test_empty_prediction_is_within_2_5_of_short_words():
     empty = np.zeros((0, 97), np.float32)
     assert search.nearest("", empty, 2.5) == (1.0, 2)  # unit costs on the first column: len(word)
     assert WeightedLexiconSearch(["XYZ"], CHAR_INDEX).nearest("", empty, 2.5) is None
+
+
+def test_generic_lexicon_from_its_own_folder_nearest_word_multiword_keys(tmp_path):
+    """The project's generic layout (lexicon.txt + pair_list.txt, no dataset subfolder), as datasets/README.md."""
+    write(tmp_path / "lexicon.txt", ["STATION", "NEW YORK", "ST"])
+    write(tmp_path / "pair_list.txt", ["STATION Station", "NEW YORK New York", "ST St."])
+    matcher = LexiconMatcher("generic", "full", str(tmp_path))
+    assert matcher.match("statlon", 1) == "Station"
+    assert matcher.match("NEW Y0RK", 1) == "New York"
+    assert matcher.match("", 1) == "St."  # the nearest word is always taken, as for Total-Text "full"

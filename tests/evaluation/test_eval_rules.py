@@ -1,4 +1,4 @@
-"""One hand-built case per rule of eval_protocol.md; expected numbers derived by hand from the rules."""
+"""One hand-built case per rule of docs/EVALUATION.md; expected numbers derived by hand from the rules."""
 import numpy as np
 import pytest
 

@@ -12,7 +12,7 @@ from ests_d2.evaluation.predictions import ImagePrediction, InstancePrediction
 from ests_d2.evaluation.protocol import resolve_runs
 from tests.evaluation.eval_helpers import EVAL_GT, SCENE_TEXT, need
 
-# End-to-end H of the official code for GT as prediction (eval_protocol.md "Key consequences")
+# End-to-end H of the official code for GT as prediction (docs/EVALUATION.md, end of step 5)
 OFFICIAL_GT_AS_PREDICTION = {"totaltext": 0.9879, "ctw1500": 0.9918, "icdar2015": 0.9990}
 SUBSETS = {"totaltext": "totaltext_test", "ctw1500": "ctw1500_test", "icdar2015": "ic15_test"}
 VOCAB = CharVocabulary.from_config(97)
