@@ -20,6 +20,7 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, Boxes, Instances
 
 from .augmentation import build_text_augmentations
+from .image_io import read_text_image
 from ests_d2.structures import CharVocabulary, bezier_to_polygon
 
 __all__ = ["TextSpottingDatasetMapper"]
@@ -89,7 +90,7 @@ class TextSpottingDatasetMapper:
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         dataset_dict = dict(dataset_dict)  # shallow: annotations are only read, never modified
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        image = read_text_image(dataset_dict["file_name"], self.image_format)
         utils.check_image_size(dataset_dict, image)
         annotations = dataset_dict.pop("annotations", [])
 
