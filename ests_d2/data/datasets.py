@@ -7,7 +7,7 @@ Metadata of every text dataset (the evaluator relies on exactly these names):
 
 - ``evaluator_type``: ``"text"``.
 - ``eval_protocol``: ``"totaltext"`` | ``"ctw1500"`` | ``"icdar2015"`` | ``"generic"`` -- which
-  official rules apply (word spotting, thresholds, lexicon kind; see /work/shared/docs/eval_protocol.md).
+  official rules apply (word spotting, thresholds, lexicon kind; see ``ests_d2/evaluation/protocol.py``).
 - ``eval_gt_zip``: path of the official-format GT zip (members ``{image_id:07d}.txt``, lines
   ``x1,y1,...,xn,yn,####text``), or ``""`` when none is known (e.g. training sets).
 - ``lexicon_root``: folder with the lexicon files of the protocol, or ``""``. Official layout for
@@ -72,7 +72,8 @@ def datasets_root() -> str:
 
 
 def register_text_instances(name: str, json_file: str, image_root: str, *,
-                            loader: Optional[Callable[[], List[Dict]]] = None, **metadata) -> None:
+                            loader: Optional[Callable[[], List[Dict]]] = None, verify_images: Optional[bool] = None,
+                            **metadata) -> None:
     """Register a COCO-text json as a detectron2 dataset (lazily: nothing is read here).
 
     Args:
@@ -81,6 +82,8 @@ def register_text_instances(name: str, json_file: str, image_root: str, *,
         image_root: folder the json's ``file_name`` entries are relative to.
         loader: what ``DatasetCatalog.get(name)`` calls instead of loading ``json_file`` directly (e.g. to
             generate the file first).
+        verify_images: pre-check every image when the dataset is loaded (``load_text_json``); None: only
+            when ``$ESTS_VERIFY_IMAGES`` is 1 at that time.
         metadata: extra metadata; ``eval_protocol`` (default ``"generic"``), ``eval_gt_zip``,
             ``lexicon_root`` (default ``""``) and ``voc_size`` (default 97) are always set.
     """
@@ -91,7 +94,8 @@ def register_text_instances(name: str, json_file: str, image_root: str, *,
                          f"got '{metadata['eval_protocol']}'")
     DatasetCatalog.register(
         name,
-        loader or functools.partial(load_text_json, json_file, image_root, name, voc_size=metadata["voc_size"]),
+        loader or functools.partial(load_text_json, json_file, image_root, name, voc_size=metadata["voc_size"],
+                                    verify_images=verify_images),
     )
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type="text", thing_classes=["text"], **metadata

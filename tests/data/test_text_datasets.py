@@ -1,16 +1,19 @@
 """Dataset registration: lazy, with the metadata the evaluator needs; the embedded ICDAR2015 samples."""
 import os
 import zipfile
+from pathlib import Path
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+import ests_d2.data
 from ests_d2.data.datasets import (
     EVAL_PROTOCOLS,
     ICDAR2015_SAMPLES_DIR,
     register_all_text_datasets,
     register_text_instances,
 )
+from ests_d2.data.image_io import ImageReadError
 from ests_d2.evaluation.rrc_format import read_zip
 from tests.data.data_helpers import scene_text_dir
 
@@ -86,3 +89,25 @@ def test_icdar2015_samples_gt_is_byte_identical_to_the_official_members():
     assert ours.namelist()
     for member in ours.namelist():
         assert ours.read(member) == official.read(member), member
+
+
+def test_registration_can_ask_for_the_image_pre_check(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    json_file = tmp_path / "a.json"
+    json_file.write_text('{"images": [{"id": 1, "file_name": "empty.jpg", "height": 9, "width": 9}], '
+                         '"annotations": []}')
+    register_text_instances("checked_text", str(json_file), str(tmp_path), verify_images=True)
+    try:
+        with pytest.raises(ImageReadError, match=r"dataset 'checked_text'.*empty.jpg'?: empty file \(0 bytes\)"):
+            DatasetCatalog.get("checked_text")
+    finally:
+        DatasetCatalog.remove("checked_text")
+        MetadataCatalog.remove("checked_text")
+
+
+def test_data_sources_cite_only_files_inside_the_repository():
+    """Docstrings point readers at repository files; a machine-specific absolute path helps nobody."""
+    data_package = Path(ests_d2.data.__file__).parent
+    for source in data_package.glob("*.py"):
+        text = source.read_text(encoding="utf-8")
+        assert "/work/" not in text and "shared/docs" not in text, source
