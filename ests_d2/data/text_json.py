@@ -37,9 +37,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_TEXT_LEN = 25  # the official slot count; the mapper re-pads to MODEL.ESTS.MAX_TEXT_LEN
 _MIN_POLYGON_AREA = 1e-6  # px^2; below this the sampled boundary encloses nothing
-# Control points may lie beyond the box (and the image) by this many times its longer side. A cubic's
-# control points stand out of the curve's extent by at most a third of it on real curved text (measured:
-# 0.2 box sides on CTW1500, 0.1 on Total-Text); 1e9 from a corrupted export is far beyond.
+# Control points may lie beyond the box (and the image) by this many times its longer side. On real curved
+# text they stand out of the box by a fraction of it (measured on the shared samples: at most 0.2 box sides on
+# CTW1500, 0.1 on Total-Text, 0 on ICDAR2015); a point at 1e9 from a corrupted export is far beyond.
 _CONTROL_POINT_MARGIN = 1.0
 VERIFY_IMAGES_ENV = "ESTS_VERIFY_IMAGES"  # "1": every load runs the image pre-check (image_io.verify_image_files)
 
@@ -150,7 +150,7 @@ def load_text_json(
         max_text_len: length of the returned ``rec`` lists.
         check_images: raise if an image file is missing (one ``isfile`` per image).
         verify_images: also pre-check every image (header decode and end marker, see
-            ``image_io.image_file_problem``; about 0.1 ms per image) and raise naming the bad ones. None:
+            ``image_io.image_file_problem``; about 0.06 ms per cached image) and raise naming the bad ones. None:
             only when the environment variable ``ESTS_VERIFY_IMAGES`` is set to 1.
     Returns:
         list of dicts with ``file_name``, ``image_id``, ``height``, ``width`` and ``annotations``; each
