@@ -5,11 +5,13 @@ Importing this package registers the built-in datasets (lazily, see ``datasets.p
 from .augmentation import ColorJitterTransform, InstancePreservingCrop, RandomColorJitter, build_text_augmentations
 from .dataset_mapper import TextSpottingDatasetMapper
 from .datasets import datasets_root, register_all_text_datasets, register_text_instances
+from .image_io import ImageReadError, read_text_image
 from .synthetic import ensure_synthetic_text
 from .text_json import TextAnnotationError, load_text_json
 
 __all__ = [
     "ColorJitterTransform",
+    "ImageReadError",
     "InstancePreservingCrop",
     "RandomColorJitter",
     "TextAnnotationError",
@@ -18,6 +20,7 @@ __all__ = [
     "datasets_root",
     "ensure_synthetic_text",
     "load_text_json",
+    "read_text_image",
     "register_all_text_datasets",
     "register_text_instances",
 ]

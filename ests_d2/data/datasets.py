@@ -31,10 +31,11 @@ from typing import Callable, Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from ests_d2.evaluation.protocol import canonical_protocol
+
 from .synthetic import SYNTHETIC_DIRNAME, ensure_synthetic_text, synthetic_paths
 from .text_json import load_text_json
 
-EVAL_PROTOCOLS = ("totaltext", "ctw1500", "icdar2015", "generic")
 EN_VOC_SIZE = 97
 
 # name -> (image folder, json, eval protocol, GT zip under evaluation/, lexicon folder under evaluation/lexicons/)
@@ -72,7 +73,8 @@ def datasets_root() -> str:
 
 
 def register_text_instances(name: str, json_file: str, image_root: str, *,
-                            loader: Optional[Callable[[], List[Dict]]] = None, **metadata) -> None:
+                            loader: Optional[Callable[[], List[Dict]]] = None, verify_images: Optional[bool] = None,
+                            **metadata) -> None:
     """Register a COCO-text json as a detectron2 dataset (lazily: nothing is read here).
 
     Args:
@@ -81,17 +83,21 @@ def register_text_instances(name: str, json_file: str, image_root: str, *,
         image_root: folder the json's ``file_name`` entries are relative to.
         loader: what ``DatasetCatalog.get(name)`` calls instead of loading ``json_file`` directly (e.g. to
             generate the file first).
+        verify_images: pre-check every image when the dataset is loaded (``load_text_json``); None: only
+            when ``$ESTS_VERIFY_IMAGES`` is 1 at that time.
         metadata: extra metadata; ``eval_protocol`` (default ``"generic"``), ``eval_gt_zip``,
             ``lexicon_root`` (default ``""``) and ``voc_size`` (default 97) are always set.
     """
     metadata = {"eval_protocol": "generic", "eval_gt_zip": "", "lexicon_root": "", "voc_size": EN_VOC_SIZE,
                 **metadata}
-    if metadata["eval_protocol"] not in EVAL_PROTOCOLS:
-        raise ValueError(f"dataset '{name}': eval_protocol must be one of {EVAL_PROTOCOLS}, "
-                         f"got '{metadata['eval_protocol']}'")
+    try:  # the evaluation tool's names and aliases ("ic15", "tt", ...), stored by their canonical name
+        metadata["eval_protocol"] = canonical_protocol(metadata["eval_protocol"])
+    except ValueError as e:
+        raise ValueError(f"dataset '{name}': eval_protocol: {e}") from None
     DatasetCatalog.register(
         name,
-        loader or functools.partial(load_text_json, json_file, image_root, name, voc_size=metadata["voc_size"]),
+        loader or functools.partial(load_text_json, json_file, image_root, name, voc_size=metadata["voc_size"],
+                                    verify_images=verify_images),
     )
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type="text", thing_classes=["text"], **metadata
