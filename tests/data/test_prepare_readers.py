@@ -107,7 +107,8 @@ def test_csv_and_jsonl(tmp_path):
 
 
 @pytest.mark.parametrize("fmt, name, text, message", [
-    ("icdar2015", "gt_img_1.txt", "1,2,3,4,5,6,7,8,ok\n1,2,3,4,5,6,7,x,bad\n", r"gt_img_1.txt:2: coordinates must be numbers"),
+    ("icdar2015", "gt_img_1.txt", "1,2,3,4,5,6,7,8,ok\n1,2,3,4,5,6,7,x,bad\n",
+     r"gt_img_1.txt:2: coordinates must be numbers"),
     ("icdar2015", "gt_img_1.txt", "1,2,3,4,5,6,7,8,ok\n\n1,2,3,4,5\n", r"gt_img_1.txt:3: expected x1,y1"),
     ("mlt", "gt_img_1.txt", "1,2,3,4,5,6,7,8,Latin\n", r"gt_img_1.txt:1: expected x1,y1,...,x4,y4,script,text"),
     ("icdar2013", "gt_1.txt", 'ab cd ef gh "x"\n', r"gt_1.txt:1: expected 'xmin ymin"),

@@ -98,7 +98,8 @@ def _canonical_ring(points):
     return min(rotations)
 
 
-@pytest.mark.parametrize("subset, official", [("totaltext_test", "gt_totaltext.zip"), ("ctw1500_test", "gt_ctw1500.zip")])
+@pytest.mark.parametrize("subset, official",
+                         [("totaltext_test", "gt_totaltext.zip"), ("ctw1500_test", "gt_ctw1500.zip")])
 def test_curved_eval_gt_zip_has_the_official_polygons_and_words(scene_text, prepared, subset, official, tmp_path):
     result = prepared(subset)
     ours = tmp_path / "gt.zip"

@@ -5,7 +5,6 @@
 the numbers of the summary. Writing the files is ``writers``' job.
 """
 import glob
-import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from ests_d2.structures import CharVocabulary, bezier_to_polygon
 from .bezier_fit import FittedText, PolygonGeometryError, fit_text_polygon, signed_area
 from .pairing import ImagePairer, assign_image_ids
 from .readers import DONT_CARE, FORMATS, NativeFormatError, NativeImage
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_BAD_FIT_RATIO = 0.25  # a fit is flagged when its error exceeds this fraction of the text height
 _EXIF_ORIENTATION = 0x0112
@@ -130,7 +127,8 @@ def _read_and_pair(fmt: str, annotations: str, pairer: ImagePairer) -> List[Tupl
         for native in FORMATS[fmt].read(ann_file):
             path = pairer.image_path(native)
             if path in seen:
-                raise NativeFormatError(f"{native.annotation_file}: image '{path}' is already annotated by {seen[path]}")
+                raise NativeFormatError(f"{native.annotation_file}: image '{path}' is already annotated by "
+                                        f"{seen[path]}")
             seen[path] = native.annotation_file
             records.append((native, path))
     return records

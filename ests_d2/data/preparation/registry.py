@@ -44,7 +44,8 @@ def register_prepared_datasets(root: str) -> List[str]:
     """Register the manifests in ``root`` and its direct sub-folders; a broken manifest is logged and skipped
     (it must not stop every other dataset from loading)."""
     names = []
-    for manifest in sorted(glob.glob(os.path.join(root, MANIFEST_NAME)) + glob.glob(os.path.join(root, "*", MANIFEST_NAME))):
+    manifests = glob.glob(os.path.join(root, MANIFEST_NAME)) + glob.glob(os.path.join(root, "*", MANIFEST_NAME))
+    for manifest in sorted(manifests):
         try:
             names += register_manifest(manifest)
         except ValueError as e:
