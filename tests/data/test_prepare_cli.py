@@ -65,6 +65,12 @@ def test_cli_writes_json_gt_zip_summary_and_manifest_that_registers(tmp_path, ca
     assert [len(d["annotations"]) for d in dicts] == [2, 1] and dicts[0]["annotations"][1]["iscrowd"] == 1
 
 
+def test_a_broken_manifest_is_skipped_not_fatal(tmp_path):
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "ests_datasets.json").write_text("{not json", encoding="utf-8")
+    assert register_prepared_datasets(str(tmp_path)) == []
+
+
 def test_cli_errors_are_one_line_naming_file_and_line(tmp_path, capsys):
     images, gts = _ic15_folder(tmp_path, {1: [f"{QUAD},fine", "10,10,60,x,60,30,10,30,broken"]})
     code = tool.main(["icdar2015", "--images", str(images), "--annotations", str(gts), "--out", str(tmp_path / "o"),
