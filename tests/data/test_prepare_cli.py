@@ -1,6 +1,5 @@
 """tools/prepare_dataset.py and the engine around the readers: pairing, image ids and sizes, vocabulary, the
 summary, the manifest registration, and one-line errors."""
-import importlib.util
 import json
 from pathlib import Path
 
@@ -8,16 +7,13 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
+from ests_d2.data.preparation.cli import main as prepare_main
 from ests_d2.data.preparation.pairing import assign_image_ids
 from ests_d2.data.preparation.prepare import prepare_dataset
 from ests_d2.data.preparation.readers import NativeFormatError, NativeImage
 from ests_d2.data.preparation.registry import register_prepared_datasets
 from ests_d2.structures import CharVocabulary
 
-REPO = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("prepare_dataset_tool", REPO / "tools" / "prepare_dataset.py")
-tool = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(tool)
 
 QUAD = "10,10,60,10,60,30,10,30"
 
@@ -44,7 +40,7 @@ def test_cli_writes_json_gt_zip_summary_and_manifest_that_registers(tmp_path, ca
     images, gts = _ic15_folder(tmp_path, {3: [f"{QUAD},Café, bar", f"{QUAD},###"], 7: [f"{QUAD},ok"]})
     root = tmp_path / "datasets"
     out = root / "mine"
-    assert tool.main(["icdar2015", "--images", str(images), "--annotations", str(gts), "--out", str(out),
+    assert prepare_main(["icdar2015", "--images", str(images), "--annotations", str(gts), "--out", str(out),
                       "--name", "prep_cli_test", "--eval-gt"]) == 0
     printed = capsys.readouterr().out
     assert "instances             3 (1 don't care)" in printed
@@ -73,13 +69,13 @@ def test_a_broken_manifest_is_skipped_not_fatal(tmp_path):
 
 def test_cli_errors_are_one_line_naming_file_and_line(tmp_path, capsys):
     images, gts = _ic15_folder(tmp_path, {1: [f"{QUAD},fine", "10,10,60,x,60,30,10,30,broken"]})
-    code = tool.main(["icdar2015", "--images", str(images), "--annotations", str(gts), "--out", str(tmp_path / "o"),
+    code = prepare_main(["icdar2015", "--images", str(images), "--annotations", str(gts), "--out", str(tmp_path / "o"),
                       "--name", "x"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1
     assert err.startswith(f"error: {gts / 'gt_img_1.txt'}:2: coordinates must be numbers")
     with pytest.raises(NativeFormatError):
-        tool.main(["icdar2015", "--images", str(images), "--annotations", str(gts), "--out", str(tmp_path / "o"),
+        prepare_main(["icdar2015", "--images", str(images), "--annotations", str(gts), "--out", str(tmp_path / "o"),
                    "--name", "x", "--debug"])
 
 
@@ -89,11 +85,11 @@ def test_custom_dictionary_goes_through_the_vocabulary(tmp_path, capsys):
     chars.write_text("a\nb\n", encoding="utf-8")
     args = ["icdar2015", "--images", str(images), "--annotations", str(gts), "--out", str(tmp_path / "o"),
             "--name", "x", "--custom-dict", str(chars)]
-    assert tool.main(args + ["--voc-size", "4"]) == 0  # 2 characters + unknown + padding
+    assert prepare_main(args + ["--voc-size", "4"]) == 0  # 2 characters + unknown + padding
     coco = json.loads((tmp_path / "o" / "x.json").read_text(encoding="utf-8"))
     assert coco["annotations"][0]["rec"][:4] == [0, 1, 2, 3] and coco["info"]["voc_size"] == 4
     assert "'z'x1" in capsys.readouterr().out
-    assert tool.main(args) == 1  # the default 97 does not match the dictionary: CharVocabulary says so
+    assert prepare_main(args) == 1  # the default 97 does not match the dictionary: CharVocabulary says so
     assert "VOC_SIZE is 97" in capsys.readouterr().err
 
 
