@@ -10,9 +10,10 @@ into a top side (left -> right) and a bottom side (right -> left):
 - otherwise (``split="corners"``, e.g. an odd count): the three vertices after p0 that turn most sharply are the
   top-right, bottom-right and bottom-left corners. Vertices strictly between the top-right and bottom-right
   corners, or after the bottom-left one, lie on the short end edges and belong to neither curve;
-- ``start="auto"`` (polygons drawn in any order, e.g. LabelMe): the four sharpest vertices are the corners, the
-  pair of opposite chains with the larger length are the long sides, and the top side is the one running
-  rightwards on screen (for vertical text: the one running downwards); the ring is rotated to start there.
+- ``start="auto"`` (polygons drawn in any order, e.g. LabelMe): the four sharpest vertices are the corners; the
+  pair of opposite chains at least twice as long as the other pair are the long sides (else, for short words,
+  the more horizontal pair), and the top side is the one running rightwards on screen (for vertical text: the
+  one running downwards); the ring is rotated to start there.
 
 Each side is resampled at ``SAMPLES_PER_SIDE`` points equally spaced in arc length (its chord-length
 parameterisation, t = i / (m - 1)); the end control points are pinned to the side's end vertices and the two
@@ -32,6 +33,7 @@ SAMPLES_PER_SIDE = 20  # arc-length samples per side for the least squares (the 
 _CURVE_SAMPLES = 64  # points per fitted curve when measuring the error (polyline error << 0.01 px for text)
 _BOUNDARY_STEP = 0.5  # px between the samples of the native boundary when measuring the error
 _MIN_AREA = 1e-6  # px^2: a ring enclosing less is degenerate
+_LONG_SIDE_RATIO = 2.0  # auto start: opposite chains this much longer are the long sides, whatever their direction
 
 
 class PolygonGeometryError(ValueError):
@@ -106,18 +108,23 @@ def _rotate_to_top_left(ring: np.ndarray) -> np.ndarray:
     """``start="auto"``: rotate a clockwise ring so that it starts at the top-left corner (module docstring)."""
     corners = np.sort(np.argsort(-_turn_angles(ring), kind="stable")[:4])
     n = len(ring)
-
-    def chain(a, b):
-        idx = np.arange(a, b + (n if b < a else 0) + 1) % n
-        return ring[idx]
-
-    chains = [chain(corners[k], corners[(k + 1) % 4]) for k in range(4)]
+    chains = [ring[np.arange(a, b + (n if b < a else 0) + 1) % n] for a, b in zip(corners, np.roll(corners, -1))]
     lengths = [np.linalg.norm(np.diff(c, axis=0), axis=1).sum() for c in chains]
-    pair = 0 if lengths[0] + lengths[2] >= lengths[1] + lengths[3] else 1
-    a, b = chains[pair], chains[pair + 2]
-    da, db = a[-1] - a[0], b[-1] - b[0]
-    top = pair if (da[0], da[1]) >= (db[0], db[1]) else pair + 2
-    return np.roll(ring, -corners[top], axis=0)
+
+    def top_of(pair):  # of two opposite chains, the one running rightwards (downwards when vertical)
+        da, db = chains[pair][-1] - chains[pair][0], chains[pair + 2][-1] - chains[pair + 2][0]
+        return pair if (da[0], da[1]) >= (db[0], db[1]) else pair + 2
+
+    def rightwards(k):
+        d = chains[k][-1] - chains[k][0]
+        return d[0] / max(np.linalg.norm(d), 1e-9)
+
+    pair_lengths = (lengths[0] + lengths[2], lengths[1] + lengths[3])
+    if max(pair_lengths) >= _LONG_SIDE_RATIO * min(pair_lengths):
+        pair = int(np.argmax(pair_lengths))
+    else:  # short words: the sides' lengths say little, most text runs horizontally
+        pair = 0 if rightwards(top_of(0)) >= rightwards(top_of(1)) else 1
+    return np.roll(ring, -corners[top_of(pair)], axis=0)
 
 
 def split_sides(ring: np.ndarray, split: str) -> Tuple[int, int, int]:
