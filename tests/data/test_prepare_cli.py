@@ -91,6 +91,11 @@ def test_custom_dictionary_goes_through_the_vocabulary(tmp_path, capsys):
     assert "'z'x1" in capsys.readouterr().out
     assert prepare_main(args) == 1  # the default 97 does not match the dictionary: CharVocabulary says so
     assert "VOC_SIZE is 97" in capsys.readouterr().err
+    config = tmp_path / "cfg.yaml"  # the training config's vocabulary is used when no flag says otherwise
+    config.write_text(f"MODEL:\n  ESTS:\n    VOC_SIZE: 4\n    CUSTOM_DICT: '{chars}'\n    MAX_TEXT_LEN: 5\n")
+    assert prepare_main(args[:-2] + ["--config-file", str(config)]) == 0
+    coco = json.loads((tmp_path / "o" / "x.json").read_text(encoding="utf-8"))
+    assert coco["annotations"][0]["rec"] == [0, 1, 2, 3, 3]
 
 
 def test_pairing_by_number_pairs_file_and_missing_image(tmp_path):

@@ -23,9 +23,11 @@ def _common_arguments(parser):
     parser.add_argument("--eval-gt", action="store_true", help="also write the official evaluation GT zip (test sets)")
     parser.add_argument("--protocol", choices=("totaltext", "ctw1500", "icdar2015", "generic"),
                         help="evaluation protocol (default: the format's)")
-    parser.add_argument("--voc-size", type=int, default=97, help="MODEL.ESTS.VOC_SIZE of the model to train")
-    parser.add_argument("--custom-dict", default="", help="MODEL.ESTS.CUSTOM_DICT: one character per line")
-    parser.add_argument("--max-text-len", type=int, default=25, help="rec length (official 25)")
+    parser.add_argument("--config-file", default="",
+                        help="training config: take MODEL.ESTS.VOC_SIZE / CUSTOM_DICT / MAX_TEXT_LEN from it")
+    parser.add_argument("--voc-size", type=int, help="MODEL.ESTS.VOC_SIZE (default: the config's, else 97)")
+    parser.add_argument("--custom-dict", help="MODEL.ESTS.CUSTOM_DICT, one character per line (default: the config's)")
+    parser.add_argument("--max-text-len", type=int, help="rec length (default: the config's, else 25)")
     parser.add_argument("--image-ids", choices=("auto", "name", "sequential"), default="auto",
                         help="name: the number in the file name (official ICDAR/CTW1500 ids); sequential: 1..N")
     parser.add_argument("--pairs", default="", help="CSV annotation,image[,image_id] when names do not match")
@@ -48,8 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _vocabulary_settings(args) -> None:
+    """Fill ``voc_size`` / ``custom_dict`` / ``max_text_len``: the flag, else the training config, else EN."""
+    ests = None
+    if args.config_file:
+        from ests_d2.config import load_ests_config
+
+        ests = load_ests_config(args.config_file).MODEL.ESTS
+    for attr, key, default in (("voc_size", "VOC_SIZE", 97), ("custom_dict", "CUSTOM_DICT", ""),
+                               ("max_text_len", "MAX_TEXT_LEN", 25)):
+        if getattr(args, attr) is None:
+            setattr(args, attr, ests[key] if ests is not None else default)
+
+
 def run(args) -> dict:
     """Prepare and write everything; returns the summary dict."""
+    _vocabulary_settings(args)
     vocab = CharVocabulary.from_config(args.voc_size, args.custom_dict)
     result = prepare_dataset(args.format, args.annotations, args.images, vocab, max_text_len=args.max_text_len,
                              image_ids=args.image_ids, pairs_file=args.pairs, start=args.start, split=args.split,
