@@ -96,6 +96,9 @@ def test_custom_dictionary_goes_through_the_vocabulary(tmp_path, capsys):
     assert prepare_main(args[:-2] + ["--config-file", str(config)]) == 0
     coco = json.loads((tmp_path / "o" / "x.json").read_text(encoding="utf-8"))
     assert coco["annotations"][0]["rec"] == [0, 1, 2, 3, 3]
+    capsys.readouterr()
+    assert prepare_main(args[:-2] + ["--config-file", str(tmp_path / "missing.yaml")]) == 1
+    assert "missing.yaml: cannot be read as an ests-d2 config" in capsys.readouterr().err
 
 
 def test_pairing_by_number_pairs_file_and_missing_image(tmp_path):

@@ -56,7 +56,10 @@ def _vocabulary_settings(args) -> None:
     if args.config_file:
         from ests_d2.config import load_ests_config
 
-        ests = load_ests_config(args.config_file).MODEL.ESTS
+        try:
+            ests = load_ests_config(args.config_file).MODEL.ESTS
+        except (AssertionError, KeyError, OSError, ValueError) as e:  # detectron2 asserts that the file exists
+            raise ValueError(f"{args.config_file}: cannot be read as an ests-d2 config ({e})") from e
     for attr, key, default in (("voc_size", "VOC_SIZE", 97), ("custom_dict", "CUSTOM_DICT", ""),
                                ("max_text_len", "MAX_TEXT_LEN", 25)):
         if getattr(args, attr) is None:
