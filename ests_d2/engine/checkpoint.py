@@ -143,6 +143,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
 
     def resume_or_load(self, path: str, *, resume: bool = True):
         if not (resume and self._is_local()):
+            self.resumed_file = self.get_checkpoint_file() if resume and self.has_checkpoint() else None
             return super().resume_or_load(path, resume=resume)
         found = find_resume_checkpoint(self.save_dir)
         self.resumed_file = found
