@@ -13,6 +13,7 @@ from ests_d2.engine import PREEMPTED_EXIT_CODE
 from tests.engine.train_net_runs import TrainNet, assert_same_run, logged_iterations, metric_rows, run_to_end
 from tests.engine.train_net_runs import uninterrupted, write_config
 
+
 @pytest.mark.slow
 def test_sigterm_during_training_checkpoints_the_current_iteration_and_resumes_bitwise(tmp_path):
     opts = ("SOLVER.MAX_ITER", 20, "SOLVER.STEPS", (14,), "SOLVER.CHECKPOINT_PERIOD", 100)

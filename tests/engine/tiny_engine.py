@@ -269,3 +269,28 @@ class StopAfter(HookBase):
     def after_step(self):
         if self.trainer.iter == self.k:
             raise SimulatedCrash()
+
+
+class SignalSelf(HookBase):
+    """Sends ``sig`` to this process after iteration ``k``: a preemption signal that reached one rank only."""
+
+    def __init__(self, k, sig):
+        self.k, self.sig = k, sig
+
+    def after_step(self):
+        if self.trainer.iter == self.k:
+            os.kill(os.getpid(), self.sig)
+
+
+def train_until_signalled(cfg, out_dir, signalled_rank, k, sig):
+    """Worker of the multi-process preemption test: rank ``signalled_rank`` signals itself after iteration ``k``."""
+    from detectron2.utils import comm
+
+    trainer = TinyTrainer(cfg)
+    trainer.resume_or_load(resume=True)
+    if comm.get_rank() == signalled_rank:
+        trainer.register_hooks([SignalSelf(k, sig)])
+    # Registered after the preemption hook: the signal is seen after the next step.
+    with open(f"{out_dir}/rank{comm.get_rank()}_start.txt", "w") as f:
+        f.write(str(trainer.start_iter))
+    trainer.train()

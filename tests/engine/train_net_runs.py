@@ -75,22 +75,24 @@ def uninterrupted(tmp_path: Path, *opts):
     return trainer.model.state_dict(), tmp_path / "whole"
 
 
+def _values(rows):
+    """(iteration, key) -> value of every logged value but timings; fails on a value logged twice."""
+    out = {}
+    for row in rows:
+        for key, value in row.items():
+            if key != "iteration" and key not in TIMINGS:
+                assert (row["iteration"], key) not in out, f"iteration {row['iteration']} {key} logged twice"
+                out[row["iteration"], key] = value
+    return out
+
+
 def assert_same_run(folder: Path, reference):
+    """The run in ``folder`` ended with the reference's weights and logged exactly its values."""
     weights, reference_folder = reference
     final = torch.load(folder / "model_final.pth", weights_only=True)
     for k, v in weights.items():
         assert torch.equal(final["model"][k], v), k
-    # Every logged value but timings, per (iteration, key): one row per iteration, equal to the reference's.
-    def values(rows):
-        out = {}
-        for row in rows:
-            for key, value in row.items():
-                if key != "iteration" and key not in TIMINGS:
-                    assert (row["iteration"], key) not in out, f"iteration {row['iteration']} {key} logged twice"
-                    out[row["iteration"], key] = value
-        return out
-
-    assert values(metric_rows(folder)) == values(metric_rows(reference_folder))
+    assert _values(metric_rows(folder)) == _values(metric_rows(reference_folder))
 
 
 def write_config(tmp_path: Path, *opts) -> Path:
