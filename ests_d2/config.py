@@ -97,6 +97,7 @@ def _add_solver_config(cfg):
     s.BACKBONE_MULTIPLIER = 0.1  # lr of params whose name contains "backbone" = BASE_LR * this (1e-5)
     s.LOG_PERIOD = 20  # iterations between two metric writes (console, metrics.json, tensorboard)
     s.MAX_CHECKPOINTS_TO_KEEP = 0  # periodic checkpoints kept on disk (0 = keep all; model_final is never deleted)
+    s.PREEMPT_SIGNALS = ("SIGTERM",)  # signals that checkpoint the current iteration and exit with code 75 (add "SIGUSR1")
     s.MAX_CONSECUTIVE_NONFINITE = 100  # abort with FloatingPointError after this many skipped non-finite steps in a row
     s.AMP.PRECISION = "float16"  # autocast dtype when SOLVER.AMP.ENABLED: "float16" (with a GradScaler) or "bfloat16"
 
