@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ests_d2.structures import UNKNOWN_GLYPH, CharVocabulary
+from ests_d2.structures import CharVocabulary
 
 from .lexicon import LexiconMatcher
 from .predictions import ImagePrediction
@@ -18,10 +18,9 @@ from .submission import build_submission
 logger = logging.getLogger(__name__)
 
 
-def vocabulary_char_index(voc_size: int = 97) -> Dict[str, int]:
+def vocabulary_char_index(voc_size: int = 97, vocabulary: Optional[CharVocabulary] = None) -> Dict[str, int]:
     """Character -> ``rec_prob`` column: the vocabulary's characters, then the unknown glyph."""
-    vocab = CharVocabulary.from_config(voc_size)
-    return {c: i for i, c in enumerate(vocab.characters + [UNKNOWN_GLYPH])}
+    return (vocabulary or CharVocabulary.from_config(voc_size)).char_index()
 
 
 def load_gt_zip(path: str) -> Dict[str, List[TextLine]]:
@@ -44,12 +43,14 @@ def run_evaluation(
     output_dir: Optional[str] = None,
     gt_name: str = "GT",
     progress=None,
+    vocabulary: Optional[CharVocabulary] = None,
 ) -> "OrderedDict[str, Dict[str, float]]":
     """Score ``images`` once per run; returns ``{run name: {precision, recall, hmean}}``.
 
     A "det" run reports the detection block of a task-0 run; "e2e" runs report the end-to-end block of
     a task-1 run (optionally with a lexicon). With ``output_dir``, each run's official zip is written
-    there as ``{run name}_det.zip``.
+    there as ``{run name}_det.zip``. ``vocabulary`` (default: EN with ``voc_size`` classes) maps characters
+    to ``rec_prob`` columns for the weighted edit distance.
     """
     results = OrderedDict()
     matchers: Dict[str, LexiconMatcher] = {}
@@ -57,7 +58,7 @@ def run_evaluation(
         lexicon = None
         if run.lexicon:
             if run.lexicon not in matchers:
-                char_index = vocabulary_char_index(voc_size) if run.defaults.weighted_edit_distance else None
+                char_index = vocabulary_char_index(voc_size, vocabulary) if run.defaults.weighted_edit_distance else None
                 matchers[run.lexicon] = LexiconMatcher(run.protocol, run.lexicon, lexicon_root, char_index)
             lexicon = matchers[run.lexicon]
         files = build_submission(images, run, lexicon, progress=_labelled(progress, f"{run.run_name} (convert)"))
