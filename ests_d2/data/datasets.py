@@ -7,7 +7,8 @@ Metadata of every text dataset (the evaluator relies on exactly these names):
 
 - ``evaluator_type``: ``"text"``.
 - ``eval_protocol``: ``"totaltext"`` | ``"ctw1500"`` | ``"icdar2015"`` | ``"generic"`` -- which
-  official rules apply (word spotting, thresholds, lexicon kind; see /work/shared/docs/eval_protocol.md).
+  official rules apply (word spotting, thresholds, lexicon kind; see /work/shared/docs/eval_protocol.md);
+  for other scripts ``"vintext"`` | ``"rects"`` | ``"unicode"`` (``ests_d2.evaluation.script_protocols``).
 - ``eval_gt_zip``: path of the official-format GT zip (members ``{image_id:07d}.txt``, lines
   ``x1,y1,...,xn,yn,####text``), or ``""`` when none is known (e.g. training sets).
 - ``lexicon_root``: folder with the lexicon files of the protocol, or ``""``. Official layout for
@@ -15,12 +16,15 @@ Metadata of every text dataset (the evaluator relies on exactly these names):
   datasets it holds ``lexicon.txt`` (one upper-case word per line) and ``pair_list.txt``
   (``UPPER original`` per line, the Total-Text pair-list format).
 - ``voc_size``: recognition classes V of the ``rec`` ids (97 for EN: 95 ASCII + unknown + pad).
+- ``rec_pad_id``: the padding id of those ``rec`` ids (V - 1 unless set; the official VinText json pads with 105).
 - ``json_file``, ``image_root``, ``thing_classes`` (``["text"]``).
 
 Built-in names, rooted at ``$DETECTRON2_DATASETS`` (default ``datasets/``) with the official folder
 layout (see datasets/README.md): ``totaltext_train/test``, ``ctw1500_train/test``,
 ``icdar2013_train``, ``icdar2015_train/test``, ``mlt2017_train``, ``syntext1_train``,
-``syntext2_train``; plus the embedded data: ``synthetic_text_train/test`` (generated on first use under
+``syntext2_train``; other scripts: ``vintext_train/val/test`` (V 107), ``rects_train/val/test``,
+``art_train``, ``lsvt_train``, ``chnsyntext_train`` (V 5463), ``mlt2019_train`` (V 4268);
+plus the embedded data: ``synthetic_text_train/test`` (generated on first use under
 ``$DETECTRON2_DATASETS/synthetic_text``) and ``icdar2015_samples`` (5 real ICDAR2015 test images
 shipped in the repository's ``datasets/icdar2015_samples``).
 """
@@ -34,7 +38,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from .synthetic import SYNTHETIC_DIRNAME, ensure_synthetic_text, synthetic_paths
 from .text_json import load_text_json
 
-EVAL_PROTOCOLS = ("totaltext", "ctw1500", "icdar2015", "generic")
+EVAL_PROTOCOLS = ("totaltext", "ctw1500", "icdar2015", "generic", "vintext", "rects", "unicode")
 EN_VOC_SIZE = 97
 
 # name -> (image folder, json, eval protocol, GT zip under evaluation/, lexicon folder under evaluation/lexicons/)
@@ -59,6 +63,23 @@ _OFFICIAL_DATASETS = {
     "mlt2017_train": ("mlt2017/MLT_train_images", "mlt2017/train.json", "generic", "", ""),
     "syntext1_train": ("syntext1/syntext_word_eng", "syntext1/train.json", "generic", "", ""),
     "syntext2_train": ("syntext2/emcs_imgs", "syntext2/train.json", "generic", "", ""),
+}
+
+# Official non-EN data (folders as the official datasets/coco.py names them; "(sic)" paths are the official ones):
+# name -> (image folder, json, eval protocol, GT zip under evaluation/, voc_size, rec padding id)
+_OFFICIAL_SCRIPT_DATASETS = {
+    "art_train": ("ArT/rename_artimg_train", "ArT/annotations/abcnet_art_train.json", "unicode", "", 5463, 5462),
+    "lsvt_train": ("LSVT/rename_lsvtimg_train", "LSVT/annotations/abcnet_lsvt_train.json", "unicode", "", 5463, 5462),
+    "rects_train": ("ReCTS/ReCTS_train_images", "ReCTS/annotations/rects_train.json", "rects", "", 5463, 5462),
+    "rects_val": ("ReCTS/ReCTS_test_images", "ReCTS/annotations/rects_val.json", "rects", "", 5463, 5462),  # (sic)
+    "rects_test": ("ReCTS_test_images", "annotations/rects_test.json", "rects", "", 5463, 5462),  # (sic)
+    "chnsyntext_train": ("syntext/syn_130k_images", "syntext/chn_syntext.json", "unicode", "", 5463, 5462),
+    "vintext_train": ("vintext/train_images", "vintext/train.json", "vintext", "", 107, 105),
+    "vintext_val": ("vintext/val_image", "vintext/val.json", "vintext", "", 107, 105),
+    "vintext_test": ("vintext/test_image", "vintext/test.json", "vintext", "gt_vintext.zip", 107, 105),
+    "mlt2019_train": (
+        "icdar2019_mlt_images", "icdar2019mlt_with_synth_coco_fomat/abc_icdar_2019_mlt.json", "unicode", "", 4268, 4267,
+    ),
 }
 
 # The repository's own datasets/ folder: the embedded real samples live there whatever the cwd is.
@@ -86,12 +107,14 @@ def register_text_instances(name: str, json_file: str, image_root: str, *,
     """
     metadata = {"eval_protocol": "generic", "eval_gt_zip": "", "lexicon_root": "", "voc_size": EN_VOC_SIZE,
                 **metadata}
+    metadata.setdefault("rec_pad_id", metadata["voc_size"] - 1)
     if metadata["eval_protocol"] not in EVAL_PROTOCOLS:
         raise ValueError(f"dataset '{name}': eval_protocol must be one of {EVAL_PROTOCOLS}, "
                          f"got '{metadata['eval_protocol']}'")
     DatasetCatalog.register(
         name,
-        loader or functools.partial(load_text_json, json_file, image_root, name, voc_size=metadata["voc_size"]),
+        loader or functools.partial(load_text_json, json_file, image_root, name, voc_size=metadata["voc_size"],
+                                    pad_id=metadata["rec_pad_id"]),
     )
     MetadataCatalog.get(name).set(
         json_file=json_file, image_root=image_root, evaluator_type="text", thing_classes=["text"], **metadata
@@ -118,6 +141,14 @@ def register_all_text_datasets(root: str) -> None:
             eval_gt_zip=os.path.join(root, "evaluation", gt_zip) if gt_zip else "",
             lexicon_root=os.path.join(root, "evaluation", "lexicons", lexicon_dir) if lexicon_dir else "",
         )
+
+    for name, (image_dir, json_rel, protocol, gt_zip, voc_size, pad_id) in _OFFICIAL_SCRIPT_DATASETS.items():
+        if name not in DatasetCatalog.list():
+            register_text_instances(
+                name, os.path.join(root, json_rel), os.path.join(root, image_dir), eval_protocol=protocol,
+                eval_gt_zip=os.path.join(root, "evaluation", gt_zip) if gt_zip else "", voc_size=voc_size,
+                rec_pad_id=pad_id,
+            )
 
     synthetic_root = os.path.join(root, SYNTHETIC_DIRNAME)
     for split in ("train", "test"):
