@@ -35,7 +35,7 @@ from typing import Callable, Dict, List, Optional
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .synthetic import SYNTHETIC_DIRNAME, ensure_synthetic_text, synthetic_paths
+from .synthetic import LANGUAGES, ensure_synthetic_text, synthetic_paths
 from .text_json import load_text_json
 
 EVAL_PROTOCOLS = ("totaltext", "ctw1500", "icdar2015", "generic", "vintext", "rects", "unicode")
@@ -121,11 +121,13 @@ def register_text_instances(name: str, json_file: str, image_root: str, *,
     )
 
 
-def _load_synthetic(root: str, split: str, name: str):
+def _load_synthetic(root: str, split: str, name: str, language: str = "en"):
     """Generate the synthetic set on first use (cached on disk), then load it like any other json."""
-    ensure_synthetic_text(root)
+    ensure_synthetic_text(root, language)
     paths = synthetic_paths(root, split)
-    return load_text_json(paths["json_file"], paths["image_root"], name, voc_size=EN_VOC_SIZE)
+    meta = MetadataCatalog.get(name)
+    return load_text_json(paths["json_file"], paths["image_root"], name, voc_size=meta.voc_size,
+                          pad_id=meta.rec_pad_id)
 
 
 def register_all_text_datasets(root: str) -> None:
@@ -150,15 +152,18 @@ def register_all_text_datasets(root: str) -> None:
                 rec_pad_id=pad_id,
             )
 
-    synthetic_root = os.path.join(root, SYNTHETIC_DIRNAME)
-    for split in ("train", "test"):
-        name = f"synthetic_text_{split}"
-        if name in DatasetCatalog.list():
-            continue
-        paths = synthetic_paths(synthetic_root, split)
-        register_text_instances(name, paths["json_file"], paths["image_root"],
-                                loader=functools.partial(_load_synthetic, synthetic_root, split, name),
-                                eval_gt_zip=paths["eval_gt_zip"], lexicon_root=paths["lexicon_root"])
+    # synthetic_text_*: EN (generic protocol); synthetic_vi_*: Vietnamese, VinText vocabulary, "unicode" protocol
+    vietnamese = dict(eval_protocol="unicode", voc_size=107, rec_pad_id=105)
+    for prefix, language, extra in (("synthetic_text", "en", {}), ("synthetic_vi", "vi", vietnamese)):
+        synthetic_root = os.path.join(root, LANGUAGES[language][0])
+        for split in ("train", "test"):
+            name = f"{prefix}_{split}"
+            if name in DatasetCatalog.list():
+                continue
+            paths = synthetic_paths(synthetic_root, split)
+            register_text_instances(name, paths["json_file"], paths["image_root"],
+                                    loader=functools.partial(_load_synthetic, synthetic_root, split, name, language),
+                                    eval_gt_zip=paths["eval_gt_zip"], lexicon_root=paths["lexicon_root"], **extra)
 
     if "icdar2015_samples" not in DatasetCatalog.list():
         register_text_instances(
