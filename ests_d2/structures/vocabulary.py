@@ -35,7 +35,7 @@ VOCABULARY_KINDS = ("en", "char_file", "code_point_pickle", "vintext")
 class CharVocabulary:
     """Maps characters to recognition class ids: the characters, then ``unknown``, then ``padding``."""
 
-    kind = "chars"
+    kind = "chars"  # the MODEL.ESTS.VOCABULARY kind it was built as
 
     def __init__(self, characters: Sequence[str], source: str = "the character list"):
         duplicates = sorted(c for c, n in collections.Counter(characters).items() if n > 1)
@@ -181,7 +181,9 @@ def _cached_vocabulary(kind: str, path: str, mtime: float) -> CharVocabulary:
     if not path:
         raise ValueError(f"MODEL.ESTS.VOCABULARY {kind} needs MODEL.ESTS.CUSTOM_DICT (the character file)")
     reader = read_character_file if kind == "char_file" else read_code_point_pickle
-    return CharVocabulary(reader(path), source=path)
+    vocab = CharVocabulary(reader(path), source=path)
+    vocab.kind = kind
+    return vocab
 
 
 def load_vocabulary(kind: str, custom_dict: str = "", voc_size: int = None) -> CharVocabulary:
