@@ -39,6 +39,7 @@ def _add_model_config(cfg):
     e.MAX_TEXT_LEN = 25  # recognition slots per instance (T)
     e.VOC_SIZE = 97  # recognition classes V (EN: 95 printable ASCII + unknown + padding)
     e.CUSTOM_DICT = ""  # optional file with one character per line for a non-EN vocabulary
+    e.VOCABULARY = ""  # "en" | "char_file" | "code_point_pickle" (official chn_cls_list.txt) | "vintext"; "": by CUSTOM_DICT
     e.ROI_OUTPUT_SIZE = (8, 25)  # RoIAlign bins (rows, cols) used to initialise recognition queries
     e.NUM_SELECT = 100  # (query, class) pairs kept by post-processing
     e.ACTIVATION_CHECKPOINT = False  # recompute encoder/decoder layers in backward to save memory

@@ -4,6 +4,9 @@
 Example:
     python tools/demo.py --config-file configs/ESTS/TotalText.yaml --input photos/*.jpg \\
         --output demo_out --opts MODEL.WEIGHTS model.pth MODEL.DEVICE cpu
+
+Texts are drawn with matplotlib's DejaVu Sans (Latin incl. Vietnamese, Greek, Cyrillic); for Chinese and other
+scripts it lacks, pass ``--font`` with a TrueType/OpenType font that has them (e.g. NotoSansCJK-Regular.ttc).
 """
 import argparse
 import glob
@@ -18,7 +21,7 @@ import ests_d2.modeling  # noqa: F401  (registers the ESTS meta-architecture)
 from ests_d2.config import load_ests_config
 from ests_d2.engine.launch import available_device
 from ests_d2.utils.visualization import (
-    draw_text_instances, instances_to_records, select_confident, write_prediction_json,
+    TextPainter, draw_text_instances, instances_to_records, select_confident, write_prediction_json,
 )
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -46,9 +49,14 @@ def main():
     parser.add_argument("--input", nargs="+", required=True, help="image files, folders or glob patterns")
     parser.add_argument("--output", required=True, help="folder for <name>.png and <name>.json")
     parser.add_argument("--confidence-threshold", type=float, default=0.4, help="minimum detection score drawn")
+    parser.add_argument("--font", default="", help="TrueType font for the texts (default: DejaVu Sans; CJK needs one)")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     args = parser.parse_args()
 
+    try:
+        painter = TextPainter(args.font or None)
+    except (OSError, RuntimeError) as e:
+        raise SystemExit(f"--font {args.font}: {e}") from e
     cfg = load_ests_config(args.config_file, args.opts)
     cfg.MODEL.DEVICE = available_device(cfg.MODEL.DEVICE)  # a demo should run anywhere
     cfg.freeze()
@@ -62,7 +70,7 @@ def main():
         instances = predictor(image_bgr)["instances"].to("cpu")
         kept = select_confident(instances, args.confidence_threshold)
         stem = os.path.splitext(os.path.basename(path))[0]
-        picture = draw_text_instances(image_bgr[:, :, ::-1], kept)
+        picture = draw_text_instances(image_bgr[:, :, ::-1], kept, painter)
         cv2.imwrite(os.path.join(args.output, stem + ".png"), picture[:, :, ::-1])
         record = {"file_name": path, "height": image_bgr.shape[0], "width": image_bgr.shape[1],
                   "confidence_threshold": args.confidence_threshold, "instances": instances_to_records(kept)}

@@ -21,7 +21,7 @@ from detectron2.structures import BoxMode, Boxes, Instances
 
 from .augmentation import build_text_augmentations
 from .image_io import read_text_image
-from ests_d2.structures import CharVocabulary, bezier_to_polygon
+from ests_d2.structures import bezier_to_polygon, build_vocabulary
 
 __all__ = ["TextSpottingDatasetMapper"]
 
@@ -72,14 +72,19 @@ class TextSpottingDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> Dict:
-        vocab = CharVocabulary.from_config(cfg.MODEL.ESTS.VOC_SIZE, cfg.MODEL.ESTS.CUSTOM_DICT)
+        vocab = build_vocabulary(cfg)
         for name in cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST:
-            voc_size = MetadataCatalog.get(name).get("voc_size", None)
+            meta = MetadataCatalog.get(name)
+            voc_size = meta.get("voc_size", None)
             if voc_size is not None and voc_size != vocab.num_classes:
                 raise ValueError(
                     f"dataset '{name}' has rec ids for voc_size {voc_size} but MODEL.ESTS.VOC_SIZE is "
                     f"{vocab.num_classes}"
                 )
+            pad_id = meta.get("rec_pad_id", None)
+            if pad_id is not None and pad_id != vocab.pad_id:
+                raise ValueError(f"dataset '{name}' pads rec with id {pad_id} but the {vocab.kind} vocabulary "
+                                 f"pads with {vocab.pad_id} (MODEL.ESTS.VOCABULARY / the dataset's rec_pad_id)")
         return {
             "is_train": is_train,
             "augmentations": build_text_augmentations(cfg, is_train),

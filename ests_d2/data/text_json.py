@@ -136,6 +136,7 @@ def load_text_json(
     dataset_name: Optional[str] = None,
     *,
     voc_size: int = 97,
+    pad_id: Optional[int] = None,
     max_text_len: int = DEFAULT_MAX_TEXT_LEN,
     check_images: bool = True,
     verify_images: Optional[bool] = None,
@@ -146,7 +147,8 @@ def load_text_json(
         json_file: path of the json.
         image_root: folder that ``images[].file_name`` is relative to.
         dataset_name: only used in log messages.
-        voc_size: recognition classes V; ``rec`` ids must lie in [0, V) and V - 1 is the padding id.
+        voc_size: recognition classes V; ``rec`` ids must lie in [0, V).
+        pad_id: the padding id (default V - 1; the official VinText vocabulary pads with 105 of 107).
         max_text_len: length of the returned ``rec`` lists.
         check_images: raise if an image file is missing (one ``isfile`` per image).
         verify_images: also pre-check every image (header decode and end marker, see
@@ -159,7 +161,7 @@ def load_text_json(
         them, ``polys`` (32 floats).
     """
     coco = _read_coco(json_file)
-    pad_id = voc_size - 1
+    pad_id = voc_size - 1 if pad_id is None else int(pad_id)
     skipped: Dict[str, List[str]] = defaultdict(list)  # reason -> where each skipped annotation was
     cut: List[str] = []  # where each annotation kept with a truncated ``rec`` was
     for ann in coco.dataset["annotations"]:

@@ -29,6 +29,8 @@ from detectron2.utils.logger import setup_logger
 
 from ..data.dataset_mapper import TextSpottingDatasetMapper
 from ..evaluation import TextSpottingEvaluator
+from ..evaluation.script_evaluator import ScriptTextEvaluator
+from ..evaluation.script_protocols import SCRIPT_PROTOCOLS
 from .checkpoint import AtomicDetectionCheckpointer, PeriodicCheckpointer
 from .data import ResumableTrainLoader, isolated_rng
 from .events import MetricPrinter, ResumableJSONWriter
@@ -175,6 +177,9 @@ class Trainer(DefaultTrainer):
                 f"No evaluator for dataset '{dataset_name}' (evaluator_type={evaluator_type!r}; expected 'text')."
             )
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        # VinText, ReCTS and other scripts have their own protocols
+        if MetadataCatalog.get(dataset_name).get("eval_protocol", None) in SCRIPT_PROTOCOLS:
+            return ScriptTextEvaluator(cfg, dataset_name, distributed=True, output_dir=output_folder)
         return TextSpottingEvaluator(cfg, dataset_name, distributed=True, output_dir=output_folder)
 
     def build_hooks(self):

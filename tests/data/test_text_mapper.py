@@ -225,3 +225,17 @@ def test_vocabulary_mismatch_is_reported(tmp_path):
     cfg.MODEL.ESTS.CUSTOM_DICT = str(custom_dict)
     with pytest.raises(ValueError, match="dataset 'icdar2015_samples' has rec ids for voc_size 97"):
         TextSpottingDatasetMapper(cfg, is_train=True)
+
+
+def test_padding_id_mismatch_is_reported():
+    from detectron2.data import MetadataCatalog
+
+    name = "mapper_vintext_padding_check"
+    MetadataCatalog.get(name).set(voc_size=107, rec_pad_id=106)  # padded with the last id, not VinText's 105
+    cfg = make_text_cfg()
+    cfg.DATASETS.TRAIN = (name,)
+    cfg.MODEL.ESTS.VOC_SIZE = 107
+    cfg.MODEL.ESTS.VOCABULARY = "vintext"
+    with pytest.raises(ValueError, match=f"dataset '{name}' pads rec with id 106 but the vintext vocabulary pads "
+                                         "with 105"):
+        TextSpottingDatasetMapper(cfg, is_train=True)
