@@ -104,3 +104,19 @@ def test_demo_runs_the_onnx_model(tiny_onnx, tmp_path):
     spotter = OnnxTextSpotter(tiny_onnx["onnx"])
     assert [r["text"] for r in record["instances"]] == spotter(cv2.imread(str(REAL_IMAGE)))["instances"].texts
     assert (tmp_path / "img_52.png").is_file()
+
+
+def test_runtime_needs_neither_torch_nor_detectron2(tiny_onnx):
+    """A deployment installs onnxruntime, numpy and Pillow: the spotter must not import torch or detectron2."""
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['detectron2'] = None\n"
+        "import numpy as np\n"
+        "from ests_d2.export.runtime import OnnxTextSpotter\n"
+        f"out = OnnxTextSpotter({str(tiny_onnx['onnx'])!r})(np.full((90, 120, 3), 128, np.uint8))['instances']\n"
+        "print(len(out), sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'detectron2') "
+        "and sys.modules[m] is not None))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["20", "[]"]
