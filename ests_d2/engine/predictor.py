@@ -58,7 +58,8 @@ class TextSpotterPredictor(DefaultPredictor):
             ``{"instances": Instances}`` on the CPU, in the coordinates of ``image_bgr``.
         """
         if not isinstance(image_bgr, np.ndarray) or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) BGR image array, got {getattr(image_bgr, 'shape', type(image_bgr))}")
+            got = getattr(image_bgr, "shape", type(image_bgr))
+            raise ValueError(f"expected an (H, W, 3) BGR image array, got {got}")
         if image_bgr.dtype != np.uint8:
             raise ValueError(f"expected a uint8 image, got {image_bgr.dtype}")
         instances = super().__call__(image_bgr)["instances"].to("cpu")

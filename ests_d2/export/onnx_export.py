@@ -62,7 +62,7 @@ def export_onnx(model: ESTS, cfg, onnx_path, sample_hw: Tuple[int, int] = (320, 
     check_exportable(cfg)
     onnx_path = Path(onnx_path)
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
-    network = ExportableESTS(model.cpu()).eval()
+    network = ExportableESTS(model).cpu().eval()  # a copy: the caller's model stays where it is
     sample = torch.randn(1, 3, *sample_hw)
     register_symbolics(OPSET)
     with torch.no_grad(), warnings.catch_warnings():

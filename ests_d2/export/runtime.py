@@ -136,7 +136,8 @@ class OnnxTextSpotter:
     def preprocess(self, image_bgr: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 BGR -> the network input (1, 3, h, w) float32 (docs/EXPORT.md)."""
         if not isinstance(image_bgr, np.ndarray) or image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) BGR image array, got {getattr(image_bgr, 'shape', type(image_bgr))}")
+            got = getattr(image_bgr, "shape", type(image_bgr))
+            raise ValueError(f"expected an (H, W, 3) BGR image array, got {got}")
         if image_bgr.dtype != np.uint8:
             raise ValueError(f"expected a uint8 image, got {image_bgr.dtype}")
         image = image_bgr[:, :, ::-1] if self.channel_order == "RGB" else image_bgr

@@ -8,8 +8,9 @@ from ests_d2.export.network import OUTPUT_NAMES
 from tests.export.tiny_export import REAL_IMAGE
 from tests.shared_paths import load_golden
 
-onnx = pytest.importorskip("onnx", reason="the ONNX tests need the export extra: pip install -e .[export]")
-onnxruntime = pytest.importorskip("onnxruntime", reason="the ONNX tests need the export extra: pip install -e .[export]")
+NEEDS_EXTRA = "the ONNX tests need the export extra: pip install -e .[export]"
+onnx = pytest.importorskip("onnx", reason=NEEDS_EXTRA)
+onnxruntime = pytest.importorskip("onnxruntime", reason=NEEDS_EXTRA)
 
 TOLERANCE = 1e-3
 
