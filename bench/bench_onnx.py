@@ -10,8 +10,10 @@ on their values. Records are JSON lines on stdout and appended to ``--out``.
 
     python bench/bench_onnx.py --onnx output/bench/tt.onnx --out output/bench/onnx.jsonl \\
         --case "eager 640 1" --case "onnx 640 1"
+    python bench/bench_onnx.py --onnx output/bench/tt.onnx --profile 320   # where ONNX Runtime spends its time
 """
 import argparse
+import collections
 import json
 import resource
 import subprocess
@@ -53,6 +55,26 @@ def _timed(run, repeats: int, warmup: int):
         run()
         times.append(time.perf_counter() - start)
     return times
+
+
+def ort_profile(onnx_path: Path, size: int, threads: int, top: int = 8) -> dict:
+    """Share of ONNX Runtime's kernel time per operator type, for one run at ``size``: what limits the speed."""
+    import numpy as np
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.enable_profiling, options.intra_op_num_threads = True, threads
+    options.profile_file_prefix = str(onnx_path.with_suffix("")) + "_profile"
+    session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session.run(None, {"image": np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)})
+    events = json.loads(Path(session.end_profiling()).read_text())
+    per_op = collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            per_op[event["args"]["op_name"]] += event["dur"]
+    total = sum(per_op.values())
+    return {"profile_size": size, "kernel_s": round(total / 1e6, 1),
+            "share": {op: round(d / total, 3) for op, d in per_op.most_common(top)}}
 
 
 def worker(backend: str, size: int, threads: int, onnx_path: Path, repeats: int, warmup: int) -> dict:
@@ -112,8 +134,13 @@ def main():
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=0)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per case")
+    parser.add_argument("--profile", type=int, metavar="SIZE",
+                        help="instead of the cases: ONNX Runtime's time per operator type at SIZE x SIZE, 1 thread")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.profile:
+        print(json.dumps(ort_profile(args.onnx, args.profile, threads=1)))
+        return
     if args.worker:
         backend, size, threads = args.worker.split()
         print(json.dumps(worker(backend, int(size), int(threads), args.onnx, args.repeats, args.warmup)))
