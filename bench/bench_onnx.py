@@ -2,7 +2,7 @@
 """Eager PyTorch against ONNX Runtime inference of the full TT model, side by side, one fresh process per case.
 
 Every case is ``BACKEND SIZE THREADS`` (BACKEND eager|onnx, SIZE the side of a square random normalised image);
-a case times network + post-processing (``ESTS.official_forward`` + ``ESTSPostProcess`` against
+a case times (wall and process CPU seconds) network + post-processing (``ESTS.official_forward`` + ``ESTSPostProcess`` against
 ``OnnxTextSpotter.run_network`` + ``postprocess``), ``--repeats`` times after ``--warmup`` runs, and reports the
 fastest run and the process's peak RSS (``ru_maxrss``: model loading included). The ONNX worker imports neither
 torch nor detectron2, as a deployment would not. Weights are random (seeded): speed and memory do not depend
@@ -46,15 +46,23 @@ def export(onnx_path: Path):
     export_onnx(model, cfg, onnx_path)
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _timed(run, repeats: int, warmup: int):
+    """Wall and CPU seconds of every timed run. On a shared machine the CPU time is the steadier number: with
+    one thread it is what the wall time would be on an idle core."""
     for _ in range(warmup):
         run()
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), _cpu_seconds()
         run()
         times.append(time.perf_counter() - start)
-    return times
+        cpu.append(_cpu_seconds() - start_cpu)
+    return times, cpu
 
 
 def ort_profile(onnx_path: Path, size: int, threads: int, top: int = 8) -> dict:
@@ -100,9 +108,10 @@ def worker(backend: str, size: int, threads: int, onnx_path: Path, repeats: int,
             with torch.no_grad():
                 return model.postprocess(model.official_forward([tensor]), sizes)
     load_s = time.perf_counter() - start
-    times = _timed(run, repeats, warmup)
+    times, cpu = _timed(run, repeats, warmup)
     return {"backend": backend, "size": size, "threads": threads, "load_s": round(load_s, 1),
             "latency_s": round(min(times), 2), "runs_s": [round(t, 2) for t in times],
+            "cpu_s": round(min(cpu), 2),
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
 
 
