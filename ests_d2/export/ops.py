@@ -45,16 +45,17 @@ def grid_sample_deform_attn(value: torch.Tensor, spatial_shapes: Sequence[Tuple]
     batch, _, num_heads, head_dim = value.shape
     _, num_queries, _, num_levels, num_points, _ = sampling_locations.shape
     grids = 2 * sampling_locations - 1
-    samples = []
+    weights = attention_weights.transpose(1, 2).reshape(batch * num_heads, 1, num_queries, num_levels, num_points)
+    output = 0
     start = 0
     for level, (height, width) in enumerate(spatial_shapes):
         end = start + height * width
         value_l = value[:, start:end].flatten(2).transpose(1, 2).reshape(batch * num_heads, head_dim, height, width)
         grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)  # (B*M, Lq, P, 2)
-        samples.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
+        samples = F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False)
+        # summed level by level: no (B*M, Dh, Lq, L*P) tensor of all samples (700 MB for the encoder at 640^2)
+        output = output + (samples * weights[..., level, :]).sum(-1)  # (B*M, Dh, Lq)
         start = end
-    weights = attention_weights.transpose(1, 2).reshape(batch * num_heads, 1, num_queries, num_levels * num_points)
-    output = (torch.stack(samples, dim=-2).flatten(-2) * weights).sum(-1)  # (B*M, Dh, Lq)
     return output.view(batch, num_heads * head_dim, num_queries).transpose(1, 2)
 
 
