@@ -1,30 +1,21 @@
 """Helpers of the data tests: where the shared reference data lives, a small-size ESTS config.
 
-The shared folder: CI has it at ``<repo>/../shared``; a git worktree under ``<root>/wt/<name>`` sees it at
-``<repo>/../../shared``. Tests skip with a clear reason when it is absent.
+The shared folder is found as every test finds it (``tests/shared_paths.py``: ``$ESTS_SHARED_DIR`` first,
+then ``<repo>/../shared``, then the one beside a worktree's main checkout). Tests skip with a clear reason
+when it is absent.
 """
 from pathlib import Path
 
-import pytest
 from detectron2.config import get_cfg
 
 import ests_d2.data  # noqa: F401  (registers the built-in datasets)
 from ests_d2.config import add_ests_config
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-_CANDIDATES = (REPO_ROOT / ".." / "shared", REPO_ROOT / ".." / ".." / "shared")
-
-
-def shared_dir() -> Path:
-    """The shared folder, or skip the calling test."""
-    for candidate in _CANDIDATES:
-        if (candidate / "data" / "scene_text").is_dir():
-            return candidate.resolve()
-    pytest.skip(f"shared reference data not found at {', '.join(str(c) for c in _CANDIDATES)}")
+from tests.shared_paths import require_shared
 
 
 def scene_text_dir() -> Path:
-    return shared_dir() / "data" / "scene_text"
+    """``data/scene_text`` of the shared folder, or skip the calling test."""
+    return require_shared("data/scene_text")
 
 
 def make_text_cfg():
