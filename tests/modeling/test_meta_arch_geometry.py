@@ -109,3 +109,13 @@ def test_inference_scales_predictions_to_the_original_image_size(tiny_model, mon
         assert float(instances.scores[0]) == pytest.approx(torch.sigmoid(torch.tensor(5.0)).item())
         assert torch.allclose(instances.pred_boxes.tensor[0], torch.tensor(box), atol=1e-4)
         assert torch.allclose(instances.polygons[0, :4], torch.tensor(points), atol=1e-4)
+
+
+def test_missing_parts_give_errors_that_name_them(tiny_model, monkeypatch):
+    instances = _instances((80, 200), [TALL_WORD_BOX], [TALL_WORD_BEZIER], [0], [[5]])
+    instances.remove("gt_rec")
+    with pytest.raises(ValueError, match="training instances lack the field 'gt_rec'"):
+        tiny_model.official_targets([instances], [(80, 200)])
+    monkeypatch.setattr(tiny_model, "postprocess", None)
+    with pytest.raises(RuntimeError, match="ESTS was built without a post-processor and cannot run inference"):
+        tiny_model.inference({}, [{}], [(80, 200)])
