@@ -114,8 +114,9 @@ def test_inference_scales_predictions_to_the_original_image_size(tiny_model, mon
 def test_missing_parts_give_errors_that_name_them(tiny_model, monkeypatch):
     instances = _instances((80, 200), [TALL_WORD_BOX], [TALL_WORD_BEZIER], [0], [[5]])
     instances.remove("gt_rec")
-    with pytest.raises(ValueError, match="training instances lack the field 'gt_rec'"):
+    with pytest.raises(ValueError, match=r"^training instances lack the field 'gt_rec' \(see the mapper contract "
+                                         r"in docs/ARCHITECTURE.md\)$"):
         tiny_model.official_targets([instances], [(80, 200)])
     monkeypatch.setattr(tiny_model, "postprocess", None)
-    with pytest.raises(RuntimeError, match="ESTS was built without a post-processor and cannot run inference"):
+    with pytest.raises(RuntimeError, match="^ESTS was built without a post-processor and cannot run inference$"):
         tiny_model.inference({}, [{}], [(80, 200)])
