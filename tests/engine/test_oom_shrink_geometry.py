@@ -58,10 +58,11 @@ def test_shrink_batch_keeps_the_image_content_in_place(size):
     assert int(small["image"][0, 1, w - 2]) == 0 and int(small["image"][0, h - 2, 1]) == 0
 
 
-def test_shrink_batch_keeps_at_least_one_row_of_a_thin_image():
-    # short sides 30 and 1: factor 10/30, so the 1 x 60 strip would round to 0 x 20; it keeps 1 row
+@pytest.mark.parametrize("strip_size,shrunk_size", [((1, 60), (1, 20)), ((60, 1), (20, 1))])
+def test_shrink_batch_keeps_at_least_one_pixel_across_a_thin_strip(strip_size, shrunk_size):
+    # short sides 30 and 1: factor 10/30, so the strip's 1 px side would round to 0; it keeps 1
     regular = _item(30, 40, [0.0, 0.0, 40.0, 30.0], [40.0, 30.0] * 8)
-    strip = _item(1, 60, [6.0, 0.0, 30.0, 1.0], [60.0, 1.0] * 8)
+    strip = _item(*strip_size, [0.0, 0.0, 1.0, 1.0], [1.0, 1.0] * 8)
     shrunk = shrink_batch([regular, strip], (10,))
-    assert [tuple(d["image"].shape[-2:]) for d in shrunk] == [(10, 13), (1, 20)]
-    assert torch.allclose(shrunk[1]["instances"].gt_boxes.tensor, torch.tensor([[2.0, 0.0, 10.0, 1.0]]))
+    assert [tuple(d["image"].shape[-2:]) for d in shrunk] == [(10, 13), shrunk_size]
+    assert shrunk[1]["instances"].image_size == shrunk_size
