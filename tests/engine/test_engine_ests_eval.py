@@ -26,7 +26,7 @@ import ests_d2.modeling  # noqa: F401  (registers the ESTS meta-architecture)
 from ests_d2.config import load_ests_config
 from ests_d2.data.datasets import ICDAR2015_SAMPLES_DIR
 from ests_d2.engine import Trainer
-from ests_d2.evaluation import TextSpottingEvaluator
+from ests_d2.evaluation.text_evaluator import TextSpottingEvaluator
 from tests.engine.tiny_engine import SimulatedCrash, StopAfter
 
 REPO = Path(__file__).resolve().parents[2]
