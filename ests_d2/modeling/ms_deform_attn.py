@@ -153,13 +153,13 @@ class MSDeformAttn(nn.Module):
         if not self.policy.recompute_sampling:
             return _AttentionRecipes(value_rows_recipe, query_rows_recipe)
         # recipes of rows that have their own do not read the rows: that would keep them alive after all
-        value_rows_again = value_rows_recipe or Recipe(partial(_identity, value_rows))
-        query_rows_again = query_rows_recipe or Recipe(partial(_identity, query_rows))
+        value_rows_source = value_rows_recipe or Recipe(partial(_identity, value_rows))
+        query_rows_source = query_rows_recipe or Recipe(partial(_identity, query_rows))
         batch = reference_points.shape[0]
-        probabilities = query_rows_again.then(self._logits, batch).then(torch.Tensor.softmax, -1)
+        probabilities = query_rows_source.then(self._logits, batch).then(torch.Tensor.softmax, -1)
         return _AttentionRecipes(value_rows_recipe, query_rows_recipe,
-                                 value=value_rows_again.then(self._values, padding_mask, batch),
-                                 locations=query_rows_again.then(self._sampling_locations, reference_points,
+                                 value=value_rows_source.then(self._values, padding_mask, batch),
+                                 locations=query_rows_source.then(self._sampling_locations, reference_points,
                                                                  spatial_shapes),
                                  probabilities=probabilities, weights=probabilities.then(self._weights))
 

@@ -1,28 +1,27 @@
 """Where training memory is saved, and how to turn each saving off: the one home of the model's recomputation.
 
 Every saving trades memory kept for backward against work redone in backward; none changes a forward value.
+The savings, and how to turn each off:
 
-==========================  ===========================================  =====================================
-saving                      what is not kept for backward                switch
-==========================  ===========================================  =====================================
-recipes (``Recipe``,        cheap tensors that a later op keeps: the     none (exact, bit for bit); off inside
-``saved_as_recipes``)       attention's projected values, sampling       checkpointed layers (saved-tensor
-                            points, softmax output and query/value       hooks do not nest) and in
-                            rows, the norms' float32 input sums under    ``MemoryPolicy(use_recipes=False)``,
-                            autocast, the FFN input, the per-head q/k/v  the tests' stored baseline
-sampling recomputation      the deformable sampling's canvas, corner     ``MODEL.ESTS.DEFORM_ATTN_RECOMPUTE``
-(``ops/ms_deform_sampling``) rows and weights (hand-written backward)
-FFN hidden recomputation    the d_ffn-wide hidden activations            ``MODEL.ESTS.FFN_RECOMPUTE``
-(``feed_forward``)          (hand-written backward, row blocks)
-activation checkpointing    everything inside an encoder/decoder layer   ``MODEL.ESTS.ACTIVATION_CHECKPOINT``
-(``run_layer``)             (the layer is run again in backward)
-shared casts                autocast's per-reader half-precision copies  none (exact)
-(``autocast_matmul_input``, of one float32 tensor
-``shared_autocast_input``)
-``row_mean``                the RoI features ``avg_pool2d`` would keep   none (exact)
-==========================  ===========================================  =====================================
+1. ``MODEL.ESTS.DEFORM_ATTN_RECOMPUTE`` (default on): the deformable sampling keeps only its inputs and recomputes
+   its canvas, corner rows and weights in a hand-written backward (``ops/ms_deform_sampling.py``); and those
+   inputs (values, sampling points, attention weights and the softmax output) are kept as recipes
+   (``MSDeformAttn._recipes``).
+2. ``MODEL.ESTS.FFN_RECOMPUTE`` (default on): the FFN keeps its input instead of its d_ffn-wide hidden
+   activations, recomputed block by block in a hand-written backward (``feed_forward``); with a recipe of the
+   input, not even the input.
+3. ``MODEL.ESTS.ACTIVATION_CHECKPOINT`` (default off): every encoder and decoder layer runs again in backward
+   (``run_layer``); inside, no recipes and no FFN recomputation (the checkpoint already drops everything).
+4. Recipes, always on (no config key: exact): the attention's query and value-map rows (redone from the previous
+   layer's norm), the slot attentions' per-head q, k, v and merged heads (``layers.multihead_attention``), the
+   norms' float32 input sums under autocast (``residual_norm``), the FFN input. ``MemoryPolicy(use_recipes=False)``
+   turns them off: the tests' everything-kept baseline.
+5. Always on (exact): one autocast cast of a tensor several matmuls read (``autocast_matmul_input``,
+   ``shared_autocast_input``); ``row_mean`` does not keep the RoI features.
 
-The three switches become one frozen ``MemoryPolicy``, built once by ``ESTS.from_config`` and handed unchanged to
+Recipes and casts are bit for bit (``torch.equal`` tests against keeping everything); the hand-written backwards
+are the same math in another summation order (checked against autograd in float64 and with ``gradcheck``).
+The three keys become one frozen ``MemoryPolicy``, built once by ``ESTS.from_config`` and handed unchanged to
 every layer. Measured effects: docs/BENCHMARKS.md.
 """
 import contextlib

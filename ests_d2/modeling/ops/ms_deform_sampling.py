@@ -224,7 +224,7 @@ def _sample_weight_grads(rows: torch.Tensor, grad_rows: torch.Tensor, value_rows
 class _RecomputedBagSample(torch.autograd.Function):
     """``_sample`` that stores only its inputs and has a hand-written backward.
 
-    Backward rebuilds the canvas and the top-left rows, computes the value gradient as transposed bag sums
+    Backward recomputes the canvas and the top-left rows, computes the value gradient as transposed bag sums
     (samples regrouped by the row they read), the corner weight gradients as sampled products and from them,
     in closed form, the location and attention gradients. The math is ``_sample``'s under autograd; tests
     compare the two in float64 and gradcheck it.
@@ -296,7 +296,7 @@ def ms_deform_attn_sample(
         spatial_shapes: L pairs (H_l, W_l) with sum(H_l * W_l) == S.
         sampling_locations: (B, Lq, M, L, P, 2) normalised (x, y) in [0, 1] of the padded maps.
         attention_weights: (B, Lq, M, L, P), softmax-normalised over (L, P).
-        recompute_sampling: with autograd, keep only the inputs and rebuild the canvas, the (B*Lq*M, L*P)
+        recompute_sampling: with autograd, keep only the inputs and recompute the canvas, the (B*Lq*M, L*P)
             top-left rows and the corner weights in backward (hand-written backward) instead of letting
             autograd store them and their intermediates. Float32/float64 only; other dtypes take the
             autograd path.
