@@ -99,7 +99,7 @@ def _sync(device: str):
         torch.cuda.synchronize()
 
 
-def main():
+def _parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mode", choices=["eval", "train"], required=True)
     parser.add_argument("--size", type=int, default=640, help="image height (and width, unless --width)")
@@ -127,8 +127,11 @@ def main():
     args.width = args.width or args.size
     if args.cuda_autocast_rules and (args.device != "cpu" or args.dtype == "fp32"):
         parser.error("--cuda-autocast-rules emulates CUDA autocast on a CPU: it needs --device cpu and bf16/fp16")
-    torch.set_num_threads(args.threads)
+    return args
 
+
+def _build_model(args):
+    """The model of ``_cfg`` with the memory switches of ``args``, built from seed 0."""
     from detectron2.modeling import build_model
 
     import ests_d2.modeling  # noqa: F401
@@ -141,9 +144,42 @@ def main():
     if args.no_dn_noise:
         cfg.MODEL.ESTS.DN.LABEL_NOISE_RATIO = 0.0
         cfg.MODEL.ESTS.DN.BOX_NOISE_SCALE = 0.0
-    start = time.perf_counter()
     torch.manual_seed(0)
-    model = build_model(cfg)
+    return build_model(cfg)
+
+
+def _train_step(model, batch, args, record: dict, built: float, tracker, rules, autocast):
+    """Forward + loss + backward; fills ``record``; returns the step's end time and a one-line summary."""
+    record["gt"] = args.gt
+    model.train()
+    torch.manual_seed(0)
+    with tracker or contextlib.nullcontext(), rules or contextlib.nullcontext():
+        with autocast:
+            losses = model(batch)
+            total = sum(losses.values())
+        _sync(args.device)
+        forward = time.perf_counter()
+        if tracker is not None:  # what the graph holds for backward (and the losses)
+            record["live_tensor_after_forward_gib"] = round(tracker.current_bytes / 2**30, 3)
+        total.backward()
+        _sync(args.device)
+        step = time.perf_counter()
+    loss_total = float(total.detach())
+    record.update(forward_s=round(forward - built, 2), backward_s=round(step - forward, 2),
+                  loss_total=round(loss_total, 3))
+    if args.save_step:
+        torch.save({"losses": {name: loss.detach().float().cpu() for name, loss in losses.items()},
+                    "grads": {name: p.grad.float().cpu() for name, p in model.named_parameters()
+                              if p.grad is not None}}, args.save_step)
+    return step, (f"forward+loss {forward - built:.1f} s, backward {step - forward:.1f} s, "
+                  f"{len(losses)} weighted terms, total {loss_total:.2f}")
+
+
+def main():
+    args = _parse_args()
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    model = _build_model(args)
     batch = _inputs(args.batch, args.size, args.width, with_instances=args.mode == "train", num_instances=args.gt)
     device_type = torch.device(args.device).type
     autocast = (torch.autocast(device_type, dtype=_AUTOCAST_DTYPES[args.dtype]) if _AUTOCAST_DTYPES[args.dtype]
@@ -173,29 +209,13 @@ def main():
         step = time.perf_counter()
         detail = f"{len(results[0]['instances'])} detections"
     else:
-        record["gt"] = args.gt
-        model.train()
-        torch.manual_seed(0)
-        with tracker or contextlib.nullcontext(), rules or contextlib.nullcontext():
-            with autocast:
-                losses = model(batch)
-                total = sum(losses.values())
-            _sync(args.device)
-            forward = time.perf_counter()
-            if tracker is not None:  # what the graph holds for backward (and the losses)
-                record["live_tensor_after_forward_gib"] = round(tracker.current_bytes / 2**30, 3)
-            total.backward()
-            _sync(args.device)
-            step = time.perf_counter()
-        loss_total = float(total.detach())
-        record.update(forward_s=round(forward - built, 2), backward_s=round(step - forward, 2),
-                      loss_total=round(loss_total, 3))
-        detail = (f"forward+loss {forward - built:.1f} s, backward {step - forward:.1f} s, "
-                  f"{len(losses)} weighted terms, total {loss_total:.2f}")
-        if args.save_step:
-            torch.save({"losses": {name: loss.detach().float().cpu() for name, loss in losses.items()},
-                        "grads": {name: p.grad.float().cpu() for name, p in model.named_parameters()
-                                  if p.grad is not None}}, args.save_step)
+        step, detail = _train_step(model, batch, args, record, built, tracker, rules, autocast)
+    _report(args, record, start, built, step, before_step_gib, detail, device_type, rules, tracker)
+
+
+def _report(args, record: dict, start: float, built: float, step: float, before_step_gib: float, detail: str,
+            device_type: str, rules, tracker):
+    """Print the one-line summary and the JSON record of the case."""
     peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     # The step's own peak: what a CUDA allocator peak would count (activations, gradients), without the libraries.
     record.update(step_s=round(step - built, 2), peak_rss_gib=round(peak_gib, 3),

@@ -62,7 +62,7 @@ def grid_sample_deform_attn(value: torch.Tensor, spatial_shapes: Sequence[Tuple]
 class ExportDeformAttn(nn.Module):
     """An ``MSDeformAttn`` (its very parameters) whose forward uses ``grid_sample_deform_attn``, inference only.
 
-    Same call signature as ``MSDeformAttn.forward``; the rebuild recipes (training memory savings) are ignored.
+    Same call signature as ``MSDeformAttn.forward``; the recipes (training memory savings) are ignored.
     """
 
     def __init__(self, attention: MSDeformAttn):
@@ -70,8 +70,8 @@ class ExportDeformAttn(nn.Module):
         self.attention = attention
 
     def forward(self, query, reference_points, value_input, spatial_shapes, padding_mask=None,
-                rebuild_query=None, rebuild_value_input=None):
-        del rebuild_query, rebuild_value_input  # backward-only recipes
+                query_recipe=None, value_input_recipe=None):
+        del query_recipe, value_input_recipe  # backward-only recipes
         attn = self.attention
         batch, num_queries, _ = query.shape
         value = attn.value_proj(value_input)

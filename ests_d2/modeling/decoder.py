@@ -8,16 +8,14 @@ also drive the layer-to-layer updates.
 
 Layout: the decoder state is batch-first (B, N, K, D), K = 1 + T slots.
 """
-from functools import partial
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from .layers import (MLP, applied_to_rebuilt, feed_forward, inverse_sigmoid, multihead_attention, residual_norm,
-                     shared_autocast_input)
+from .layers import MLP, inverse_sigmoid, multihead_attention
 from .ms_deform_attn import MSDeformAttn
+from .recompute import MemoryPolicy, Recipe, feed_forward, residual_norm, run_layer, shared_autocast_input, then
 from .position_encoding import box_sine_embedding, text_position_table
 
 
@@ -25,15 +23,10 @@ class ESTSDecoderLayer(nn.Module):
     """One decoder layer with the official parameter names."""
 
     def __init__(self, d_model: int, d_ffn: int, n_levels: int, n_heads: int, n_points: int,
-                 dropout: float = 0.0, attn_fp32: bool = True, attn_recompute: bool = False,
-                 ffn_recompute: bool = False, rebuild_inputs: bool = True):
+                 dropout: float = 0.0, sample_in_fp32: bool = True, policy: MemoryPolicy = MemoryPolicy()):
         super().__init__()
-        self.ffn_recompute = ffn_recompute
-        # attention and norm inputs rebuilt in backward (exact, see multihead_attention, MSDeformAttn and
-        # residual_norm), except in activation-checkpointed layers, where the checkpoint handles every saved tensor
-        self.rebuild_inputs = rebuild_inputs
-        self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32,
-                                       recompute_sampling=attn_recompute, rebuild_inputs=rebuild_inputs)
+        self.policy = policy
+        self.cross_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32, policy)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.attn_inter = nn.MultiheadAttention(d_model, n_heads, dropout=dropout)
@@ -57,7 +50,7 @@ class ESTSDecoderLayer(nn.Module):
         self.norm3_m = nn.LayerNorm(d_model)
 
     def forward(self, x, language, text_pos, query_pos, box_reference, memory, spatial_shapes, padding_mask,
-                instance_mask: Optional[torch.Tensor] = None, rebuild_x: Optional[Callable[[], torch.Tensor]] = None):
+                instance_mask: Optional[torch.Tensor] = None, x_recipe: Optional[Recipe] = None):
         """
         Args:
             x: (B, N, K, D) slot states.
@@ -68,47 +61,45 @@ class ESTSDecoderLayer(nn.Module):
             box_reference: (B, N, L, 4) reference box per level (valid-ratio scaled).
             memory: (B, S, D); spatial_shapes: L pairs; padding_mask: (B, S).
             instance_mask: (N, N) bool, True = blocked (denoising groups), or None.
-            rebuild_x: how to get x back in backward without keeping it (the previous layer's
-                ``rebuild_output``), or None.
+            x_recipe: the recipe of x (the previous layer's output recipe), or None.
         Returns:
-            the (B, N, K, D) output, and ``rebuild_output``: how to get it back (from what the norms keep).
+            the (B, N, K, D) output and its recipe (from what the norms keep; None when recipes are off).
         """
         num_slots = x.shape[2]
+        policy = self.policy
         # Under autocast the stream is float32 and the updates half precision: every norm keeps its update and
-        # rebuilds its input sum from the previous norm's output, back through the earlier layers to the
-        # first layer's first norm, whose input is kept. In float32 every norm keeps its input sum.
-        add_norm = partial(residual_norm, allow_rebuild=self.rebuild_inputs)
+        # redoes its input sum from the previous norm's recipe, back through the earlier layers to the first
+        # layer's first norm, whose input is kept. In float32 every norm keeps its input sum.
         # 1. VLC: each slot reads the other slots' language (never its own position)
         diagonal = torch.full((num_slots, num_slots), 0.0, dtype=x.dtype, device=x.device)
         diagonal.fill_diagonal_(float("-inf"))
         attn = multihead_attention(self.attn_m, x + text_pos, language + text_pos, language, attn_mask=diagonal,
-                                   rebuild_projections=self.rebuild_inputs)
-        x, rebuild_x = add_norm(self.norm_m, x, self.dropout_m(attn), rebuild_x)
-        ffn = feed_forward(x, self.linear1_m, self.dropout3_m, self.linear2_m, self.ffn_recompute, rebuild_x)
-        x, rebuild_x = add_norm(self.norm3_m, x, self.dropout4_m(ffn), rebuild_x)
+                                   policy=policy)
+        x, x_recipe = residual_norm(self.norm_m, x, self.dropout_m(attn), x_recipe, policy)
+        ffn = feed_forward(x, self.linear1_m, self.dropout3_m, self.linear2_m, policy, x_recipe)
+        x, x_recipe = residual_norm(self.norm3_m, x, self.dropout4_m(ffn), x_recipe, policy)
         # 2. intra-instance self-attention over the K slots
         qk = x + text_pos
-        attn = multihead_attention(self.attn_intra, qk, qk, x, same_qk=True, rebuild_projections=self.rebuild_inputs)
-        x, rebuild_x = add_norm(self.norm_intra, x, self.dropout_intra(attn), rebuild_x)
+        attn = multihead_attention(self.attn_intra, qk, qk, x, same_qk=True, policy=policy)
+        x, x_recipe = residual_norm(self.norm_intra, x, self.dropout_intra(attn), x_recipe, policy)
         # 3. inter-instance self-attention over the N instances, every slot index independently: one call
-        #    with (B, K) as batch dimensions
-        x_inter = x.transpose(1, 2)  # (B, K, N, D)
+        #    with (B, K) as batch dimensions; (B, N, K, D) <-> (B, K, N, D), the recipes swapped like the tensors
+        x_inter, x_recipe = x.transpose(1, 2), then(x_recipe, torch.transpose, 1, 2)
         qk = x_inter + query_pos[:, None]
         attn = multihead_attention(self.attn_inter, qk, qk, x_inter, attn_mask=instance_mask, same_qk=True,
-                                   rebuild_projections=self.rebuild_inputs)
-        # (B, N, K, D) <-> (B, K, N, D): the rebuilt tensors are swapped like the tensors
-        x, rebuild_x = add_norm(self.norm_inter, x_inter, self.dropout_inter(attn),
-                                partial(applied_to_rebuilt, torch.transpose, rebuild_x, 1, 2))
-        x, rebuild_x = x.transpose(1, 2), partial(applied_to_rebuilt, torch.transpose, rebuild_x, 1, 2)
+                                   policy=policy)
+        x, x_recipe = residual_norm(self.norm_inter, x_inter, self.dropout_inter(attn), x_recipe, policy)
+        x, x_recipe = x.transpose(1, 2), then(x_recipe, torch.transpose, 1, 2)
         # 4. deformable cross-attention, every slot sampling around its instance's box
         batch, num_inst, _, dim = x.shape
         query = (x + query_pos[:, :, None]).reshape(batch, num_inst * num_slots, dim)
         reference = box_reference[:, :, None].expand(-1, -1, num_slots, -1, -1).flatten(1, 2)
         attn = self.cross_attn(query, reference, memory, spatial_shapes, padding_mask)
-        x, rebuild_x = add_norm(self.norm1, x, self.dropout1(attn.view(batch, num_inst, num_slots, dim)), rebuild_x)
+        x, x_recipe = residual_norm(self.norm1, x, self.dropout1(attn.view(batch, num_inst, num_slots, dim)), x_recipe,
+                                    policy)
         # 5. FFN
-        ffn = feed_forward(x, self.linear1, self.dropout3, self.linear2, self.ffn_recompute, rebuild_x)
-        return add_norm(self.norm3, x, self.dropout4(ffn), rebuild_x)
+        ffn = feed_forward(x, self.linear1, self.dropout3, self.linear2, policy, x_recipe)
+        return residual_norm(self.norm3, x, self.dropout4(ffn), x_recipe, policy)
 
 
 class ESTSDecoder(nn.Module):
@@ -117,21 +108,17 @@ class ESTSDecoder(nn.Module):
     Args:
         num_layers, d_model, d_ffn, n_levels, n_heads, n_points, dropout: transformer sizes.
         num_classes: box classes C; voc_size: recognition classes V; max_text_len: recognition slots T.
-        attn_fp32: keep deformable sampling in float32 under autocast.
-        attn_recompute: recompute deformable sampling in backward instead of storing it.
-        ffn_recompute: recompute the FFN hidden activations in backward instead of storing them.
-        activation_checkpoint: recompute every layer in backward (training only).
+        sample_in_fp32: keep deformable sampling in float32 under autocast.
+        policy: what backward recomputes instead of autograd keeping it (``recompute.MemoryPolicy``).
     """
 
     def __init__(self, *, num_layers: int, d_model: int, d_ffn: int, n_levels: int, n_heads: int,
                  n_points: int, dropout: float, num_classes: int, voc_size: int, max_text_len: int,
-                 attn_fp32: bool = True, attn_recompute: bool = False, ffn_recompute: bool = False,
-                 activation_checkpoint: bool = False):
+                 sample_in_fp32: bool = True, policy: MemoryPolicy = MemoryPolicy()):
         super().__init__()
+        self.policy = policy
         self.layers = nn.ModuleList(
-            # a checkpointed layer's tensors are dropped and recomputed by the checkpoint: no rebuild recipes inside
-            ESTSDecoderLayer(d_model, d_ffn, n_levels, n_heads, n_points, dropout, attn_fp32, attn_recompute,
-                             ffn_recompute, rebuild_inputs=not activation_checkpoint)
+            ESTSDecoderLayer(d_model, d_ffn, n_levels, n_heads, n_points, dropout, sample_in_fp32, policy)
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model)
@@ -143,7 +130,6 @@ class ESTSDecoder(nn.Module):
         self.rec_proj = nn.Linear(voc_size, d_model)
         # fixed table, recomputed rather than stored (the official buffer is deterministic)
         self.register_buffer("text_pos", text_position_table(1 + max_text_len, d_model), persistent=False)
-        self.activation_checkpoint = activation_checkpoint
 
     def forward(self, content, roi_features, anchors_unsig, memory, spatial_shapes, valid_ratios, padding_mask,
                 instance_mask=None) -> List[Dict[str, torch.Tensor]]:
@@ -167,18 +153,13 @@ class ESTSDecoder(nn.Module):
         # memory) one half-precision copy for all of them, where each would keep its own
         memory_values = shared_autocast_input(memory)
         outputs = []
-        rebuild_x = None  # the decoder's input is not rebuilt: only layer outputs are
+        x_recipe = None  # the decoder's input has no recipe: only layer outputs do
         for layer in self.layers:
             language = torch.cat((x[:, :, :1], self.rec_proj(rec_logits.softmax(-1))), dim=2)
             box_reference = reference[:, :, None] * ratio_scale  # (B, N, L, 4)
             query_pos = self.ref_point_head(box_sine_embedding(box_reference[:, :, 0]))
-            args = (x, language, text_pos, query_pos, box_reference, memory_values(), spatial_shapes, padding_mask,
-                    instance_mask)
-            if self.activation_checkpoint and self.training:
-                # the rebuild recipe is dropped at once: it would keep a tensor the checkpoint frees
-                x = checkpoint(layer, *args, use_reentrant=False)[0]
-            else:
-                x, rebuild_x = layer(*args, rebuild_x)
+            x, x_recipe = run_layer(self.policy, layer, x, language, text_pos, query_pos, box_reference,
+                                    memory_values(), spatial_shapes, padding_mask, instance_mask, input_recipe=x_recipe)
             # the next reference and the recognition logits read the un-normalised state
             new_reference = (self.bbox_embed(x[:, :, 0]) + inverse_sigmoid(reference)).sigmoid()
             rec_logits = self.rec_cls(x[:, :, 1:])

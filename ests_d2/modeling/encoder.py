@@ -1,29 +1,23 @@
 """Deformable transformer encoder (6 post-norm layers, no final norm)."""
 import operator
-from functools import partial
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from .layers import applied_to_rebuilt, feed_forward, gather_rows, residual_norm
+from .layers import gather_rows
 from .ms_deform_attn import MSDeformAttn
+from .recompute import MemoryPolicy, Recipe, feed_forward, residual_norm, run_layer, then
 
 
 class DeformableEncoderLayer(nn.Module):
     """``x = LN1(x + MSDeformAttn(x + pos, x))``; ``x = LN2(x + FFN(x))``."""
 
     def __init__(self, d_model: int, d_ffn: int, n_levels: int, n_heads: int, n_points: int,
-                 dropout: float = 0.0, attn_fp32: bool = True, attn_recompute: bool = False,
-                 ffn_recompute: bool = False, rebuild_inputs: bool = True):
+                 dropout: float = 0.0, sample_in_fp32: bool = True, policy: MemoryPolicy = MemoryPolicy()):
         super().__init__()
-        self.ffn_recompute = ffn_recompute
-        # attention queries and the second norm's input rebuilt in backward (exact), except in
-        # activation-checkpointed layers, where the checkpoint handles every saved tensor
-        self.rebuild_inputs = rebuild_inputs
-        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32=attn_fp32,
-                                      recompute_sampling=attn_recompute, rebuild_inputs=rebuild_inputs)
+        self.policy = policy
+        self.self_attn = MSDeformAttn(d_model, n_levels, n_heads, n_points, sample_in_fp32, policy)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, d_ffn)
@@ -32,34 +26,30 @@ class DeformableEncoderLayer(nn.Module):
         self.dropout3 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
 
-    def forward(self, src, pos, reference_points, spatial_shapes, padding_mask, token_index=None, rebuild_src=None):
+    def forward(self, src, pos, reference_points, spatial_shapes, padding_mask, token_index=None,
+                src_recipe: Optional[Recipe] = None):
         """
         Args:
             src, pos: (B, Lq, C) states and position encodings of the query tokens.
             reference_points: (B, Lq, L, 2); spatial_shapes: L pairs; padding_mask: (B, S).
             token_index: (B, Lq) position of every query token in the flattened maps, or None when the
                 queries are all S tokens in order.
-            rebuild_src: how to get src back in backward without keeping it (the previous layer's
-                ``rebuild_output``), or None.
+            src_recipe: the recipe of src (the previous layer's output recipe), or None.
         Returns:
-            the (B, Lq, C) output, and ``rebuild_output``: how to get it back (from what the norms keep anyway).
+            the (B, Lq, C) output and its recipe (from what the norms keep anyway; None when recipes are off).
         """
         num_tokens = padding_mask.shape[1]
         # query src + pos and value map: made of tensors that can be had again in backward (src from the
         # previous layer's norms, pos kept by these recipes), so the attention need not keep them
-        rebuild_query = rebuild_value_input = None
-        if rebuild_src is not None:
-            rebuild_query = partial(applied_to_rebuilt, operator.add, rebuild_src, pos)
-            rebuild_value_input = partial(applied_to_rebuilt, _value_map, rebuild_src, token_index, num_tokens)
-        attn = self.self_attn(src + pos, reference_points, _value_map(src, token_index, num_tokens),
-                              spatial_shapes, padding_mask, rebuild_query, rebuild_value_input)
+        attn = self.self_attn(src + pos, reference_points, _value_map(src, token_index, num_tokens), spatial_shapes,
+                              padding_mask, query_recipe=then(src_recipe, operator.add, pos),
+                              value_input_recipe=then(src_recipe, _value_map, token_index, num_tokens))
         # Under CUDA autocast the stream is float32 and the updates half precision: the norms keep the updates
-        # and rebuild their input sums from src, itself rebuilt through the earlier layers down to the first
+        # and redo their input sums from src, itself redone through the earlier layers down to the first
         # layer's first norm, whose input is kept. In float32 (and CPU autocast) each norm keeps its input sum.
-        src, rebuild_src = residual_norm(self.norm1, src, self.dropout1(attn), rebuild_src,
-                                         allow_rebuild=self.rebuild_inputs)
-        ffn = feed_forward(src, self.linear1, self.dropout2, self.linear2, self.ffn_recompute, rebuild_src)
-        return residual_norm(self.norm2, src, self.dropout3(ffn), rebuild_src, allow_rebuild=self.rebuild_inputs)
+        src, src_recipe = residual_norm(self.norm1, src, self.dropout1(attn), src_recipe, self.policy)
+        ffn = feed_forward(src, self.linear1, self.dropout2, self.linear2, self.policy, src_recipe)
+        return residual_norm(self.norm2, src, self.dropout3(ffn), src_recipe, self.policy)
 
 
 def _value_map(src: torch.Tensor, token_index, num_tokens: int) -> torch.Tensor:
@@ -94,12 +84,10 @@ def encoder_reference_points(spatial_shapes: List[Tuple[int, int]], valid_ratios
 
 
 class DeformableEncoder(nn.Module):
-    def __init__(self, num_layers: int, activation_checkpoint: bool = False, **layer_kwargs):
+    def __init__(self, num_layers: int, policy: MemoryPolicy = MemoryPolicy(), **layer_kwargs):
         super().__init__()
-        # a checkpointed layer's tensors are dropped and recomputed by the checkpoint: no rebuild recipes inside
-        self.layers = nn.ModuleList([DeformableEncoderLayer(rebuild_inputs=not activation_checkpoint,
-                                                            **layer_kwargs) for _ in range(num_layers)])
-        self.activation_checkpoint = activation_checkpoint
+        self.policy = policy
+        self.layers = nn.ModuleList([DeformableEncoderLayer(policy=policy, **layer_kwargs) for _ in range(num_layers)])
 
     def forward(self, src, pos, spatial_shapes, valid_ratios, padding_mask):
         """
@@ -116,14 +104,10 @@ class DeformableEncoder(nn.Module):
         output = src
         if token_index is not None:
             output, pos, reference_points = (gather_rows(t, token_index) for t in (src, pos, reference_points))
-        rebuild_output = None  # the encoder's input is not rebuilt: only layer outputs are
+        output_recipe = None  # the encoder's input has no recipe: only layer outputs do
         for layer in self.layers:
-            args = (output, pos, reference_points, spatial_shapes, padding_mask, token_index)
-            if self.activation_checkpoint and self.training:
-                # the rebuild recipe is dropped at once: it would keep a tensor the checkpoint frees
-                output = checkpoint(layer, *args, use_reentrant=False)[0]
-            else:
-                output, rebuild_output = layer(*args, rebuild_output)
+            output, output_recipe = run_layer(self.policy, layer, output, pos, reference_points, spatial_shapes,
+                                              padding_mask, token_index, input_recipe=output_recipe)
         if token_index is None:
             return output.masked_fill(padding_mask[..., None], 0.0)
         index = token_index[..., None].expand(-1, -1, output.shape[-1])

@@ -14,6 +14,7 @@ from .criterion import ESTSCriterion
 from .denoising import build_denoising, split_denoising_outputs
 from .postprocess import ESTSPostProcess, result_to_instances
 from .position_encoding import PositionEmbeddingSine2D
+from .recompute import MemoryPolicy
 from .transformer import ESTSTransformer
 
 __all__ = ["ESTS"]
@@ -101,9 +102,9 @@ class ESTS(nn.Module):
             dim_feedforward=e.DIM_FEEDFORWARD, dropout=e.DROPOUT, num_feature_levels=e.NUM_FEATURE_LEVELS,
             enc_n_points=e.ENC_N_POINTS, dec_n_points=e.DEC_N_POINTS, num_queries=e.NUM_QUERIES,
             num_classes=e.NUM_CLASSES, voc_size=e.VOC_SIZE, max_text_len=e.MAX_TEXT_LEN,
-            roi_output_size=tuple(e.ROI_OUTPUT_SIZE), attn_fp32=e.DEFORM_ATTN_FP32,
-            attn_recompute=e.DEFORM_ATTN_RECOMPUTE, ffn_recompute=e.FFN_RECOMPUTE,
-            activation_checkpoint=e.ACTIVATION_CHECKPOINT,
+            roi_output_size=tuple(e.ROI_OUTPUT_SIZE), sample_in_fp32=e.DEFORM_ATTN_FP32,
+            # the one memory policy of the model, handed unchanged to every layer (see modeling/recompute.py)
+            policy=MemoryPolicy.from_config(cfg),
         )
         return {
             "backbone": backbone,

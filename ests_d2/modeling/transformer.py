@@ -10,7 +10,8 @@ from torch import nn
 
 from .decoder import ESTSDecoder
 from .encoder import DeformableEncoder
-from .layers import MLP, box_cxcywh_to_xyxy, gather_rows, row_mean, shared_autocast_input
+from .layers import MLP, box_cxcywh_to_xyxy, gather_rows
+from .recompute import MemoryPolicy, row_mean, shared_autocast_input
 
 
 class RectangularROIPooler(ROIPooler):
@@ -94,15 +95,16 @@ class ESTSTransformer(nn.Module):
         num_classes, voc_size, max_text_len: head sizes.
         roi_output_size: (rows, cols) RoIAlign bins; cols must equal ``max_text_len``.
         num_roi_levels: finest projected levels the RoI pooler reads (3: stride 4/8/16 for 5 levels).
-        attn_fp32, attn_recompute, ffn_recompute, activation_checkpoint: see the config keys
-            (DEFORM_ATTN_FP32, DEFORM_ATTN_RECOMPUTE, FFN_RECOMPUTE, ACTIVATION_CHECKPOINT).
+        sample_in_fp32: deformable sampling in float32 under autocast (MODEL.ESTS.DEFORM_ATTN_FP32).
+        policy: what backward recomputes instead of autograd keeping it (``recompute.MemoryPolicy``), handed
+            unchanged to every layer.
     """
 
     def __init__(self, *, d_model: int, nhead: int, num_encoder_layers: int, num_decoder_layers: int,
                  dim_feedforward: int, dropout: float, num_feature_levels: int, enc_n_points: int,
                  dec_n_points: int, num_queries: int, num_classes: int, voc_size: int, max_text_len: int,
-                 roi_output_size: Tuple[int, int], num_roi_levels: int = 3, attn_fp32: bool = True,
-                 attn_recompute: bool = False, ffn_recompute: bool = False, activation_checkpoint: bool = False):
+                 roi_output_size: Tuple[int, int], num_roi_levels: int = 3, sample_in_fp32: bool = True,
+                 policy: MemoryPolicy = MemoryPolicy()):
         super().__init__()
         if roi_output_size[1] != max_text_len:
             raise ValueError(
@@ -114,19 +116,16 @@ class ESTSTransformer(nn.Module):
                              "the recognition queries are pooled from the finest three projected levels")
         self.d_model = d_model
         self.num_queries = num_queries
-        # whole-layer checkpointing already recomputes the FFN hidden; recomputing it once more inside is waste
-        ffn_recompute = ffn_recompute and not activation_checkpoint
         self.level_embed = nn.Parameter(torch.empty(num_feature_levels, d_model))
+        self.policy = policy
         self.encoder = DeformableEncoder(
-            num_encoder_layers, activation_checkpoint=activation_checkpoint, d_model=d_model,
-            d_ffn=dim_feedforward, n_levels=num_feature_levels, n_heads=nhead, n_points=enc_n_points,
-            dropout=dropout, attn_fp32=attn_fp32, attn_recompute=attn_recompute, ffn_recompute=ffn_recompute,
+            num_encoder_layers, policy, d_model=d_model, d_ffn=dim_feedforward, n_levels=num_feature_levels,
+            n_heads=nhead, n_points=enc_n_points, dropout=dropout, sample_in_fp32=sample_in_fp32,
         )
         self.decoder = ESTSDecoder(
             num_layers=num_decoder_layers, d_model=d_model, d_ffn=dim_feedforward, n_levels=num_feature_levels,
             n_heads=nhead, n_points=dec_n_points, dropout=dropout, num_classes=num_classes, voc_size=voc_size,
-            max_text_len=max_text_len, attn_fp32=attn_fp32, attn_recompute=attn_recompute,
-            ffn_recompute=ffn_recompute, activation_checkpoint=activation_checkpoint,
+            max_text_len=max_text_len, sample_in_fp32=sample_in_fp32, policy=policy,
         )
         self.tgt_embed = nn.Embedding(num_queries, d_model)
         self.enc_output = nn.Linear(d_model, d_model)

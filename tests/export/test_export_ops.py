@@ -9,7 +9,8 @@ from ests_d2.export.network import ExportableESTS, ExportError, check_exportable
 from ests_d2.export.ops import ExportDeformAttn, grid_sample_deform_attn, roi_features_for_export
 from ests_d2.modeling import encoder as eager_encoder
 from ests_d2.modeling import transformer as eager_transformer
-from ests_d2.modeling.ms_deform_attn import MSDeformAttn, ms_deform_attn_sample
+from ests_d2.modeling.ms_deform_attn import MSDeformAttn
+from ests_d2.modeling.ops import ms_deform_attn_sample
 from tests.modeling.model_config import tiny_ests_cfg
 
 SHAPES = [(7, 9), (4, 5), (2, 3)]

@@ -1,4 +1,5 @@
-"""The deformable encoder skips padded tokens as queries, and rebuilds what it can in backward, changing no bit."""
+"""The deformable encoder skips padded tokens as queries, and keeps recipes of what it can redo in backward, changing
+no bit."""
 import gc
 import weakref
 
@@ -6,6 +7,7 @@ import pytest
 import torch
 
 from ests_d2.modeling.encoder import DeformableEncoder, encoder_reference_points
+from ests_d2.modeling.recompute import MemoryPolicy
 from ests_d2.modeling.transformer import valid_ratios_of
 
 
@@ -43,27 +45,25 @@ def test_packed_queries_give_the_all_token_result_on_valid_tokens():
     assert torch.allclose(grad_packed, grad_full, atol=1e-5)
 
 
-def _three_layer_encoder(padded: bool):
+def _everything_recomputed(recipes: bool = True) -> MemoryPolicy:
+    return MemoryPolicy(recompute_sampling=True, recompute_ffn=True, use_recipes=recipes)
+
+
+def _three_layer_encoder(padded: bool, recipes: bool = True):
     """A 3-layer encoder with every recomputation on, and the level shapes, valid ratios and padding of a
     2-image batch (padded: images of different sizes)."""
     torch.manual_seed(0)
     shapes = [(8, 10), (4, 5)]
     masks, padding, tokens = _batch(shapes, [(6, 10), (8, 6)] if padded else [(8, 10), (8, 10)])
     valid_ratios = torch.stack([valid_ratios_of(m) for m in masks], 1)
-    encoder = DeformableEncoder(3, d_model=16, d_ffn=32, n_levels=2, n_heads=2, n_points=2, attn_recompute=True,
-                                ffn_recompute=True)
+    encoder = DeformableEncoder(3, _everything_recomputed(recipes), d_model=16, d_ffn=32, n_levels=2, n_heads=2,
+                                n_points=2)
     return encoder, shapes, valid_ratios, padding, tokens
 
 
-def _encoder_step(monkeypatch, rebuild: bool, autocast: bool, padded: bool):
-    import contextlib
-
-    from ests_d2.modeling import layers, ms_deform_attn
-
-    if not rebuild:  # every recipe off (attention inputs, norm sums, FFN inputs): everything is kept as computed
-        for module in (layers, ms_deform_attn):
-            monkeypatch.setattr(module, "recomputed_when_saved", lambda *args: contextlib.nullcontext())
-    encoder, shapes, valid_ratios, padding, tokens = _three_layer_encoder(padded)
+def _encoder_step(recipes: bool, autocast: bool, padded: bool):
+    # without recipes (attention inputs, norm sums, FFN inputs) everything is kept as computed
+    encoder, shapes, valid_ratios, padding, tokens = _three_layer_encoder(padded, recipes)
     for layer in encoder.layers:  # non-zero query projections, so that the query gets gradients through them
         for projection in (layer.self_attn.sampling_offsets, layer.self_attn.attention_weights):
             torch.nn.init.normal_(projection.weight, std=0.1)
@@ -71,30 +71,28 @@ def _encoder_step(monkeypatch, rebuild: bool, autocast: bool, padded: bool):
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
         memory = encoder(src, pos, shapes, valid_ratios, padding)
     memory.float().square().sum().backward()
-    monkeypatch.undo()
     return [memory.detach(), src.grad, pos.grad] + [p.grad for p in encoder.parameters()]
 
 
 @pytest.mark.parametrize("padded", [False, True])
 @pytest.mark.parametrize("autocast", [False, True])
-def test_rebuilding_queries_and_attention_inputs_changes_no_bit(monkeypatch, autocast, padded):
-    # the layers' queries (previous output + pos), value maps and sampling points are rebuilt in backward, and
+def test_recipes_of_queries_and_attention_inputs_change_no_bit(autocast, padded):
+    # the layers' queries (previous output + pos), value maps and sampling points are redone in backward, and
     # under autocast (the float32 input keeps the stream float32, as CUDA autocast does) the norms' input sums
     # too, through all earlier layers
-    rebuilt = _encoder_step(monkeypatch, True, autocast, padded)
-    stored = _encoder_step(monkeypatch, False, autocast, padded)
-    assert all(torch.equal(a, b) for a, b in zip(rebuilt, stored))
+    recomputed = _encoder_step(True, autocast, padded)
+    stored = _encoder_step(False, autocast, padded)
+    assert all(torch.equal(a, b) for a, b in zip(recomputed, stored))
 
 
-def _layer_step(rebuild_inputs: bool, autocast: bool, norm_inputs=None):
+def _layer_step(recipes: bool, autocast: bool, norm_inputs=None):
     """One encoder layer on a float32 stream (as on CUDA, whose autocast runs LayerNorm in float32)."""
     from ests_d2.modeling.encoder import DeformableEncoderLayer
 
     torch.manual_seed(0)
     shapes = [(6, 8), (3, 4)]
-    layer = DeformableEncoderLayer(16, 32, 2, 2, 2, attn_recompute=True, ffn_recompute=True,
-                                   rebuild_inputs=rebuild_inputs).train()
-    for p in layer.parameters():  # LayerNorms away from the identity, so that a wrong rebuild shows
+    layer = DeformableEncoderLayer(16, 32, 2, 2, 2, policy=_everything_recomputed(recipes)).train()
+    for p in layer.parameters():  # LayerNorms away from the identity, so that a wrong recipe shows
         p.data.add_(torch.randn_like(p) * 0.1)
     if norm_inputs is not None:
         for name in ("norm1", "norm2"):
@@ -104,16 +102,17 @@ def _layer_step(rebuild_inputs: bool, autocast: bool, norm_inputs=None):
     src, pos = torch.randn(1, tokens, 16, requires_grad=True), torch.randn(1, tokens, 16, requires_grad=True)
     reference_points = encoder_reference_points(shapes, torch.ones(1, 2, 2))
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        out, rebuild_out = layer(src, pos, reference_points, shapes, torch.zeros(1, tokens, dtype=torch.bool))
-    return layer, src, pos, out, rebuild_out
+        out, out_recipe = layer(src, pos, reference_points, shapes, torch.zeros(1, tokens, dtype=torch.bool))
+    return layer, src, pos, out, out_recipe
 
 
 @pytest.mark.parametrize("autocast", [False, True])
-def test_second_norm_input_rebuilt_under_autocast_changes_no_bit(autocast):
+def test_second_norm_input_redone_under_autocast_changes_no_bit(autocast):
     results = []
-    for rebuild in (False, True):
-        layer, src, pos, out, rebuild_out = _layer_step(rebuild, autocast)
-        assert torch.equal(rebuild_out(), out)  # the recipe the next layer's queries use
+    for recipes in (False, True):
+        layer, src, pos, out, out_recipe = _layer_step(recipes, autocast)
+        # the recipe the next layer's queries use; none without recipes
+        assert torch.equal(out_recipe(), out) if recipes else out_recipe is None
         (out.float() * torch.linspace(-1, 1, out.numel()).view(out.shape)).sum().backward()
         results.append([out.detach(), src.grad, pos.grad] + [p.grad for p in layer.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*results))

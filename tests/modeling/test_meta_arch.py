@@ -106,20 +106,21 @@ def test_inference_returns_instances_in_original_coordinates(tiny_model):
 
 
 @pytest.mark.parametrize("checkpointed", [False, True])
-def test_rebuild_recipes_are_left_to_the_checkpoint_in_checkpointed_layers(checkpointed):
+def test_one_memory_policy_reaches_every_layer_and_checkpointed_layers_keep_no_recipes(checkpointed):
     # saved-tensor hooks do not nest: recipes inside a checkpointed layer would override the checkpoint's
     # hooks and keep what the checkpoint drops
+    from ests_d2.modeling.decoder import ESTSDecoderLayer
+    from ests_d2.modeling.encoder import DeformableEncoderLayer
     from ests_d2.modeling.ms_deform_attn import MSDeformAttn
 
     cfg = tiny_ests_cfg()
     cfg.MODEL.ESTS.ACTIVATION_CHECKPOINT = checkpointed
-    from ests_d2.modeling.decoder import ESTSDecoderLayer
-
     model = build_model(cfg)
-    attns = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
-    assert attns and all(m.recompute_sampling and m.rebuild_inputs != checkpointed for m in attns)
-    decoder_layers = [m for m in model.modules() if isinstance(m, ESTSDecoderLayer)]
-    assert decoder_layers and all(m.rebuild_inputs != checkpointed for m in decoder_layers)
+    policy = model.transformer.policy
+    assert policy.recompute_sampling and policy.checkpoint_layers == checkpointed and policy.recipes != checkpointed
+    layers = [m for m in model.modules() if isinstance(m, (MSDeformAttn, DeformableEncoderLayer, ESTSDecoderLayer))]
+    assert len(layers) == 2 * (cfg.MODEL.ESTS.ENC_LAYERS + cfg.MODEL.ESTS.DEC_LAYERS)
+    assert all(m.policy is policy for m in layers)
 
 
 def _float32_memory_step(model, monkeypatch, share: bool):

@@ -5,7 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ests_d2.modeling.ms_deform_attn import MSDeformAttn, ms_deform_attn_sample
+from ests_d2.modeling.ms_deform_attn import MSDeformAttn
+from ests_d2.modeling.ops import ms_deform_attn_sample
+from ests_d2.modeling.recompute import MemoryPolicy, Recipe
+
+SAMPLING_RECOMPUTED = MemoryPolicy(recompute_sampling=True)
 
 
 def _bilinear_zero_padded(value_map: torch.Tensor, x: float, y: float) -> torch.Tensor:
@@ -135,7 +139,7 @@ def test_recomputing_the_samples_in_backward_gives_the_same_gradients():
     grads = []
     for recompute in (False, True):
         inputs = [t.clone().requires_grad_() for t in (value, locations, weights)]
-        out = ms_deform_attn_sample(inputs[0], shapes, inputs[1], inputs[2], recompute_in_backward=recompute)
+        out = ms_deform_attn_sample(inputs[0], shapes, inputs[1], inputs[2], recompute_sampling=recompute)
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         grads.append((out.detach(), [t.grad for t in inputs]))
     (out0, g0), (out1, g1) = grads
@@ -171,7 +175,7 @@ def test_gradients_match_the_grid_sample_formulation(recompute):
 
 def _assert_outputs_and_gradients_match_grid_sample(shapes, value, locations, weights, upstream, recompute):
     results = []
-    for fn in (lambda *a: ms_deform_attn_sample(*a, recompute_in_backward=recompute), _grid_sample_reference):
+    for fn in (lambda *a: ms_deform_attn_sample(*a, recompute_sampling=recompute), _grid_sample_reference):
         inputs = [t.clone().requires_grad_() for t in (value, locations, weights)]
         out = fn(inputs[0], shapes, inputs[1], inputs[2])
         (out * upstream).sum().backward()
@@ -190,7 +194,7 @@ def test_hand_written_backward_passes_gradcheck_for_any_subset_of_inputs(needs):
               torch.rand(2, 4, 2, 2, 2, generator=gen, dtype=torch.float64))
     inputs = [t.requires_grad_(need) for t, need in zip(inputs, needs)]
     assert torch.autograd.gradcheck(
-        lambda v, loc, w: ms_deform_attn_sample(v, shapes, loc, w, recompute_in_backward=True), inputs
+        lambda v, loc, w: ms_deform_attn_sample(v, shapes, loc, w, recompute_sampling=True), inputs
     )
 
 
@@ -246,10 +250,10 @@ def test_low_precision_inputs_are_saved_as_they_came_and_give_the_upcast_gradien
         inputs = [t.clone().requires_grad_() for t in (value, locations, weights)]
         if inside:
             out, saved = _saved_dtypes_by_numel(lambda: ms_deform_attn_sample(
-                inputs[0], shapes, inputs[1], inputs[2], recompute_in_backward=True, compute_dtype=torch.float32))
+                inputs[0], shapes, inputs[1], inputs[2], recompute_sampling=True, compute_dtype=torch.float32))
         else:
             out = ms_deform_attn_sample(inputs[0].float(), shapes, inputs[1], inputs[2].float(),
-                                        recompute_in_backward=True)
+                                        recompute_sampling=True)
         (out * upstream).sum().backward()
         results.append([out.detach()] + [t.grad for t in inputs])
     for name, mine, ref in zip(("output", "value", "locations", "weights"), results[1], results[0]):
@@ -278,7 +282,7 @@ def test_low_precision_values_are_upcast_into_the_canvas_without_a_full_copy(rec
             return out
 
     with Outputs():
-        out = ms_deform_attn_sample(value, shapes, locations, weights, recompute_in_backward=recompute,
+        out = ms_deform_attn_sample(value, shapes, locations, weights, recompute_sampling=recompute,
                                     compute_dtype=torch.float32)
         out.float().sum().backward()
     assert out.dtype == torch.float32 and value.grad.dtype == torch.bfloat16
@@ -288,7 +292,7 @@ def test_low_precision_values_are_upcast_into_the_canvas_without_a_full_copy(rec
 def test_query_is_cast_once_for_both_projections_under_autocast():
     # sampling_offsets and attention_weights read the same query: one bfloat16 copy kept for backward, not two
     torch.manual_seed(0)
-    attn = MSDeformAttn(d_model=16, n_levels=1, n_heads=2, n_points=2, recompute_sampling=True)
+    attn = MSDeformAttn(d_model=16, n_levels=1, n_heads=2, n_points=2, policy=SAMPLING_RECOMPUTED)
     for projection in (attn.sampling_offsets, attn.attention_weights):
         torch.nn.init.normal_(projection.weight, std=0.1)  # the official init zeros them: no query gradient
     leaf = torch.randn(1, 7, 16, requires_grad=True)
@@ -309,9 +313,9 @@ def test_query_is_cast_once_for_both_projections_under_autocast():
     assert leaf.grad.dtype == torch.float32 and leaf.grad.abs().sum() > 0
 
 
-def _attn_with_random_projections(recompute):
+def _attn_with_random_projections(policy: MemoryPolicy = SAMPLING_RECOMPUTED):
     torch.manual_seed(0)
-    attn = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=2, recompute_sampling=recompute)
+    attn = MSDeformAttn(d_model=16, n_levels=2, n_heads=2, n_points=2, policy=policy)
     for projection in (attn.sampling_offsets, attn.attention_weights):
         torch.nn.init.normal_(projection.weight, std=0.1)
     return attn
@@ -337,7 +341,7 @@ def test_recomputed_sampling_keeps_neither_values_nor_locations_nor_weights(monk
 
     from ests_d2.modeling import ms_deform_attn
 
-    attn = _attn_with_random_projections(recompute=True)
+    attn = _attn_with_random_projections()
     projected, located, weighted = [], [], []
     attn.value_proj.register_forward_hook(lambda module, inputs, output: projected.append(weakref.ref(output)))
     sampling_locations, sample = attn._sampling_locations, ms_deform_attn.ms_deform_attn_sample
@@ -366,32 +370,27 @@ def test_recomputed_sampling_keeps_neither_values_nor_locations_nor_weights(monk
 
 
 @pytest.mark.parametrize("autocast", [False, True])
-def test_recomputed_values_give_the_stored_values_gradients_bit_for_bit(monkeypatch, autocast):
-    import contextlib
-
-    from ests_d2.modeling import ms_deform_attn
-
-    recomputed = _attn_step(_attn_with_random_projections(recompute=True), autocast)
-    monkeypatch.setattr(ms_deform_attn, "recomputed_when_saved", lambda *args: contextlib.nullcontext())
-    monkeypatch.setattr(ms_deform_attn, "output_recomputed_when_saved", lambda *args: contextlib.nullcontext())
-    stored = _attn_step(_attn_with_random_projections(recompute=True), autocast)
+def test_recomputed_values_give_the_stored_values_gradients_bit_for_bit(autocast):
+    recomputed = _attn_step(_attn_with_random_projections(), autocast)
+    stored = _attn_step(_attn_with_random_projections(MemoryPolicy(recompute_sampling=True, use_recipes=False)),
+                        autocast)
     assert all(torch.equal(a, b) for a, b in zip(recomputed, stored))
 
 
-@pytest.mark.parametrize("rebuild", [False, True])
-def test_a_query_that_can_be_rebuilt_is_not_kept(rebuild):
+@pytest.mark.parametrize("with_recipe", [False, True])
+def test_a_query_with_a_recipe_is_not_kept(with_recipe):
     import gc
     import weakref
 
-    attn = _attn_with_random_projections(recompute=True)
+    attn = _attn_with_random_projections()
     state, pos = torch.randn(1, 5, 16, requires_grad=True), torch.randn(1, 5, 16)
     query = state + pos
     query_ref = weakref.ref(query)
     memory = torch.randn(1, 15, 16, requires_grad=True)
     out = attn(query, torch.rand(1, 5, 2, 2), memory, [(3, 4), (1, 3)],
-               rebuild_query=(lambda: state + pos) if rebuild else None)
+               query_recipe=Recipe(lambda: state + pos) if with_recipe else None)
     del query
     gc.collect()
-    assert (query_ref() is None) == rebuild
+    assert (query_ref() is None) == with_recipe
     out.sum().backward()
     assert state.grad.abs().sum() > 0 and attn.sampling_offsets.weight.grad.abs().sum() > 0
