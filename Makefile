@@ -12,8 +12,11 @@ DEMO_DEVICE ?= $(shell $(PY) -c "from ests_d2.engine.launch import available_dev
 setup:
 	VENV=$(VENV) bash scripts/install.sh
 
+# A fresh run each time: detectron2 appends to metrics.json, which would mix two runs in the plots.
 demo: setup
+	rm -f $(DEMO_OUTPUT)/metrics.json
 	$(PY) tools/train_net.py --config-file $(DEMO_CONFIG) MODEL.DEVICE $(DEMO_DEVICE) OUTPUT_DIR $(DEMO_OUTPUT)
+	$(PY) tools/demo_report.py $(DEMO_OUTPUT)
 
 test: setup
 	$(PY) -m pytest -q
