@@ -24,5 +24,9 @@ setup(
         "psutil>=5.9",
         "tabulate>=0.8",
     ],
-    extras_require={"test": ["pytest>=7.0"]},
+    extras_require={
+        "test": ["pytest>=7.0"],
+        # ONNX export (tools/export_model.py) and the torch-free OnnxTextSpotter; tests skip without them
+        "export": ["onnx>=1.16", "onnxruntime>=1.17"],
+    },
 )

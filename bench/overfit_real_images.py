@@ -23,7 +23,7 @@ import ests_d2.data  # noqa: F401  (registers icdar2015_samples)
 import ests_d2.modeling  # noqa: F401
 from ests_d2.config import load_ests_config
 from ests_d2.data import TextSpottingDatasetMapper
-from ests_d2.structures import CharVocabulary
+from ests_d2.structures import build_vocabulary
 
 
 def build_cfg(args):
@@ -78,7 +78,7 @@ def main():
     dicts = [d for d in DatasetCatalog.get("icdar2015_samples")
              if any(not a.get("iscrowd", 0) for a in d["annotations"])][: args.images]
     batch = [mapper(d) for d in dicts]
-    vocab = CharVocabulary.from_config(cfg.MODEL.ESTS.VOC_SIZE, cfg.MODEL.ESTS.CUSTOM_DICT)
+    vocab = build_vocabulary(cfg)
     print("images:", [d["file_name"].split("/")[-1] for d in dicts], "sizes:", [tuple(b["image"].shape[1:]) for b in batch])
     print("words:", [vocab.decode(r.tolist()) for b in batch for r in b["instances"].gt_rec])
 

@@ -39,6 +39,7 @@ def _add_model_config(cfg):
     e.MAX_TEXT_LEN = 25  # recognition slots per instance (T)
     e.VOC_SIZE = 97  # recognition classes V (EN: 95 printable ASCII + unknown + padding)
     e.CUSTOM_DICT = ""  # optional file with one character per line for a non-EN vocabulary
+    e.VOCABULARY = ""  # "en" | "char_file" | "code_point_pickle" (official chn_cls_list.txt) | "vintext"; "": by CUSTOM_DICT
     e.ROI_OUTPUT_SIZE = (8, 25)  # RoIAlign bins (rows, cols) used to initialise recognition queries
     e.NUM_SELECT = 100  # (query, class) pairs kept by post-processing
     e.ACTIVATION_CHECKPOINT = False  # recompute encoder/decoder layers in backward to save memory
@@ -97,6 +98,7 @@ def _add_solver_config(cfg):
     s.BACKBONE_MULTIPLIER = 0.1  # lr of params whose name contains "backbone" = BASE_LR * this (1e-5)
     s.LOG_PERIOD = 20  # iterations between two metric writes (console, metrics.json, tensorboard)
     s.MAX_CHECKPOINTS_TO_KEEP = 0  # periodic checkpoints kept on disk (0 = keep all; model_final is never deleted)
+    s.PREEMPT_SIGNALS = ("SIGTERM",)  # signals that checkpoint the current iteration and exit with code 75 (add "SIGUSR1")
     s.MAX_CONSECUTIVE_NONFINITE = 100  # abort with FloatingPointError after this many skipped non-finite steps in a row
     s.AMP.PRECISION = "float16"  # autocast dtype when SOLVER.AMP.ENABLED: "float16" (with a GradScaler) or "bfloat16"
 

@@ -93,7 +93,7 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$SETUP_SHA" ] && have ests_d2; then
   step "ests-d2 already installed from $ROOT"
 else
   step "installing ests-d2 (editable)"
-  "${INSTALL[@]}" -e "$ROOT[test]" || die "pip could not install the project"
+  "${INSTALL[@]}" -e "$ROOT[test,export]" || die "pip could not install the project"
   "$PY" -W ignore -c "import ests_d2, detectron2.engine" || die "ests_d2 does not import after install"
   echo "$SETUP_SHA" > "$STAMP"
 fi

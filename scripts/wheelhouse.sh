@@ -45,7 +45,7 @@ tar -xzOf "$DIR/$D2_SDIST" pb1-detectron2-0.6/pb1_detectron2.egg-info/requires.t
   | sed '/^$/q' | sed '/^$/d' > "$WORK/detectron2-requirements.txt" || die "no requires.txt in $D2_SDIST"
 
 step "requirements of detectron2, ests-d2 (and its tests) and the build tools install.sh uses"
-"${PIP[@]}" download -d "$DIR" -r "$WORK/detectron2-requirements.txt" "$ROOT[test]" wheel setuptools \
+"${PIP[@]}" download -d "$DIR" -r "$WORK/detectron2-requirements.txt" "$ROOT[test,export]" wheel setuptools \
   || die "pip could not download the requirements"
 
 if [ -n "$SKIP_FILE" ]; then

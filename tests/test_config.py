@@ -40,11 +40,20 @@ def test_add_ests_config_only_adds_keys():
     assert "ESTS" not in get_cfg().MODEL
 
 
+# recognition classes of the non-EN official variants (every other config is EN: 97)
+OTHER_SCRIPTS = {"VinText-Finetune.yaml": 107, "Synthetic-Vietnamese-Tiny.yaml": 107, "ReCTS-Pretrain.yaml": 5463,
+                 "ReCTS-Finetune.yaml": 5463, "MLT-Pretrain.yaml": 4268, "MLT-Finetune.yaml": 4268}
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(REPO)) for p in CONFIGS])
 def test_every_config_loads(path):
     cfg = load(path)
     assert cfg.MODEL.META_ARCHITECTURE == "ESTS"
-    assert cfg.MODEL.ESTS.VOC_SIZE == 97
+    assert cfg.MODEL.ESTS.VOC_SIZE == OTHER_SCRIPTS.get(path.name, 97)
+    # the official 4-level models (ReCTS, MLT) read res3..res5 and train without denoising
+    four_levels = cfg.MODEL.ESTS.NUM_FEATURE_LEVELS == 4 and cfg.MODEL.ESTS.VOC_SIZE in (5463, 4268)
+    assert not four_levels or (cfg.MODEL.RESNETS.OUT_FEATURES == ["res3", "res4", "res5"]
+                               and not cfg.MODEL.ESTS.DN.ENABLED)
 
 
 def test_official_values_in_base_config():
@@ -78,6 +87,11 @@ def test_stage_schedules_match_official_epochs():
         "TotalText.yaml": (1255, 4, 5, ()),
         "CTW1500.yaml": (1000, 16, 150, (80, 91)),
         "Joint-Train.yaml": (9684, 16, 61, (38, 51)),
+        "VinText-Finetune.yaml": (1500, 16, 66, (60,)),
+        "ReCTS-Pretrain.yaml": (185603, 16, 12, (8, 10)),
+        "ReCTS-Finetune.yaml": (20000, 16, 73, (56, 64)),
+        "MLT-Pretrain.yaml": (159684, 16, 17, (12, 14)),
+        "MLT-Finetune.yaml": (10000, 16, 101, (85, 93)),
     }
     for name, (images, batch, epochs, drops) in expected.items():
         cfg = load(REPO / "configs" / "ESTS" / name)

@@ -1,5 +1,7 @@
 """The installer keeps an existing detectron2, and its sdist patch refuses unexpected sources."""
+import hashlib
 import os
+import site
 import subprocess
 import sys
 from pathlib import Path
@@ -7,15 +9,35 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _throwaway_venv(tmp_path: Path) -> Path:
+    """A new venv that sees the packages of the one the tests run in, and whose install stamp names this
+    checkout. install.sh must never run against ``sys.prefix`` itself: when that venv's stamp names another
+    checkout (a shared venv, a git worktree), it would re-install the project there from this checkout."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    purelib = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    # addsitedir (not a plain path line) so that the .pth files there, e.g. an editable install's, apply too
+    lines = [f"import site; site.addsitedir({p!r})" for p in site.getsitepackages()]
+    Path(purelib, "running_venv.pth").write_text("\n".join(lines) + "\n")
+    setup_sha = hashlib.sha256((REPO / "setup.py").read_bytes()).hexdigest()
+    (venv / ".ests-d2-installed").write_text(f"{setup_sha} {REPO}\n")
+    return venv
+
+
 def test_installer_skips_detectron2_when_importable(tmp_path):
-    # Run against the environment the tests run in: torch and detectron2 are importable here.
-    env = dict(os.environ, VENV=sys.prefix, BUILD=str(tmp_path / "d2build"))
+    # torch and detectron2 are importable in the throwaway venv (through the running venv's packages)
+    venv = _throwaway_venv(tmp_path)
+    env = dict(os.environ, VENV=str(venv), BUILD=str(tmp_path / "d2build"))
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "install.sh")], env=env, capture_output=True, text=True, timeout=600
     )
     assert result.returncode == 0, result.stderr
     assert "detectron2 already importable -- skipping its build" in result.stdout
     assert "building detectron2" not in result.stdout
+    assert f"ests-d2 already installed from {REPO}" in result.stdout
     assert not (tmp_path / "d2build").exists(), "nothing may be downloaded or built"
 
 
@@ -47,7 +69,8 @@ def test_patch_refuses_an_unexpected_sdist(tmp_path):
 
 
 def test_offline_install_refuses_a_wheelhouse_without_the_detectron2_sdist(tmp_path):
-    env = dict(os.environ, VENV=sys.prefix, BUILD=str(tmp_path / "d2build"), WHEELHOUSE=str(tmp_path))
+    env = dict(os.environ, VENV=str(_throwaway_venv(tmp_path)), BUILD=str(tmp_path / "d2build"),
+               WHEELHOUSE=str(tmp_path))
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "install.sh")], env=env, capture_output=True, text=True, timeout=600
     )

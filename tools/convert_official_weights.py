@@ -7,7 +7,9 @@ The input is what the official ``main.py`` saves (``{'model', 'optimizer', 'lr_s
 or a bare state_dict. It is read with ``torch.load(weights_only=True)``; the pickled ``argparse.Namespace``
 of the official format is the only non-tensor type allowed. The output is ``{'model': state_dict}``, loadable
 with ``DetectionCheckpointer`` / ``MODEL.WEIGHTS``. With ``--config-file`` the converted weights are also
-checked against the model that config builds (missing keys, shapes, vocabulary size).
+checked against the model that config builds (missing keys, shapes, vocabulary size) and against the official
+variant the checkpoint comes from (EN / VinText 5 levels; ReCTS / MLT 4 levels without denoising): feature
+levels, box and recognition classes, and -- when the file keeps its training ``args`` -- ``use_dn``.
 """
 import argparse
 import sys
@@ -17,14 +19,16 @@ import torch
 
 
 def load_official_checkpoint(path: Path):
-    """The official state_dict stored in ``path`` (full training checkpoint or bare state_dict)."""
+    """(official state_dict, training ``args`` Namespace or None) stored in ``path`` (checkpoint or state_dict)."""
     torch.serialization.add_safe_globals([argparse.Namespace])
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file name and the reason
         raise SystemExit(f"{path}: cannot be read as a weights-only PyTorch checkpoint ({e})") from e
+    training_args = None
     if isinstance(checkpoint, dict) and "model" in checkpoint and isinstance(checkpoint["model"], dict):
         state = checkpoint["model"]
+        training_args = checkpoint.get("args") if isinstance(checkpoint.get("args"), argparse.Namespace) else None
     elif isinstance(checkpoint, dict):
         state = checkpoint
     else:
@@ -33,19 +37,28 @@ def load_official_checkpoint(path: Path):
     bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise SystemExit(f"{path}: field 'model' holds non-tensor entries: {', '.join(map(str, bad[:10]))}")
-    return state
+    return state, training_args
 
 
-def _check_with_config(converted, config_file: str, opts):
+def _check_with_config(official, converted, training_args, config_file: str, opts):
     from detectron2.modeling import build_model
 
     import ests_d2.modeling  # noqa: F401  (registers ESTS)
     from ests_d2.config import load_ests_config
-    from ests_d2.modeling.official_checkpoint import check_against_model
+    from ests_d2.modeling.official_checkpoint import (
+        check_against_model, check_official_against_config, official_model_facts,
+    )
 
     cfg = load_ests_config(config_file, opts)
     cfg.MODEL.DEVICE = "cpu"
-    return check_against_model(converted, build_model(cfg).state_dict())
+    problems = check_official_against_config(official_model_facts(official), cfg, training_args)
+    if training_args is None:
+        print("the file keeps no training args: whether the official run used denoising is not checked")
+    try:
+        model = build_model(cfg)
+    except (OSError, ValueError) as e:  # e.g. the config's vocabulary file is missing
+        return problems + [f"the model of the config cannot be built: {e}"]
+    return problems + check_against_model(converted, model.state_dict())
 
 
 def main(argv=None) -> int:
@@ -56,16 +69,21 @@ def main(argv=None) -> int:
     parser.add_argument("opts", nargs="*", help="config overrides for --config-file (KEY VALUE ...)")
     args = parser.parse_intermixed_args(argv)
 
-    from ests_d2.modeling.official_checkpoint import convert_official_state_dict
+    from ests_d2.modeling.official_checkpoint import (
+        convert_official_state_dict, identify_official_variant, official_model_facts,
+    )
 
-    official = load_official_checkpoint(args.input)
+    official, training_args = load_official_checkpoint(args.input)
     try:
         converted, report = convert_official_state_dict(official)
     except ValueError as e:
         raise SystemExit(f"{args.input}: {e}") from e
     print(report.summary())
+    variant = identify_official_variant(official_model_facts(official))
+    if variant is not None:
+        print(f"official {variant.name} model (config: {variant.config})")
     if args.config_file:
-        problems = _check_with_config(converted, args.config_file, args.opts)
+        problems = _check_with_config(official, converted, training_args, args.config_file, args.opts)
         if problems:
             print(f"{args.input} does not fit the model of {args.config_file}:", file=sys.stderr)
             for problem in problems:

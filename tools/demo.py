@@ -1,25 +1,27 @@
 #!/usr/bin/env python
 """Run ESTS on images and write pictures (polygons + recognised text) and one JSON per image.
 
-Example:
+Examples:
     python tools/demo.py --config-file configs/ESTS/TotalText.yaml --input photos/*.jpg \\
         --output demo_out --opts MODEL.WEIGHTS model.pth MODEL.DEVICE cpu
+    python tools/demo.py --onnx model.onnx --input photos/ --output demo_out   # exported model, ONNX Runtime
+
+Texts are drawn with matplotlib's DejaVu Sans (Latin incl. Vietnamese, Greek, Cyrillic); for Chinese and other
+scripts it lacks, pass ``--font`` with a TrueType/OpenType font that has them (e.g. NotoSansCJK-Regular.ttc).
 """
 import argparse
 import glob
 import os
+import sys
 
 import cv2
 import tqdm
 from detectron2.data.detection_utils import read_image
-from detectron2.engine import DefaultPredictor
 
-import ests_d2.modeling  # noqa: F401  (registers the ESTS meta-architecture)
 from ests_d2.config import load_ests_config
 from ests_d2.engine.launch import available_device
-from ests_d2.utils.visualization import (
-    draw_text_instances, instances_to_records, select_confident, write_prediction_json,
-)
+from ests_d2.engine.predictor import TextSpotterPredictor, detections_to_instances
+from ests_d2.utils.visualization import TextPainter, draw_text_instances, instances_to_records, write_prediction_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -40,29 +42,54 @@ def expand_inputs(inputs):
     return list(dict.fromkeys(files))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True)
-    parser.add_argument("--input", nargs="+", required=True, help="image files, folders or glob patterns")
-    parser.add_argument("--output", required=True, help="folder for <name>.png and <name>.json")
-    parser.add_argument("--confidence-threshold", type=float, default=0.4, help="minimum detection score drawn")
-    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
-    args = parser.parse_args()
+def build_predictor(args):
+    """The PyTorch predictor (--config-file) or the ONNX Runtime spotter (--onnx), both -> {"instances": ...}."""
+    if args.onnx:
+        from ests_d2.export.runtime import OnnxTextSpotter
 
+        spotter = OnnxTextSpotter(args.onnx, score_threshold=args.confidence_threshold)
+        return lambda image_bgr: {"instances": detections_to_instances(spotter(image_bgr)["instances"])}
+    if not args.config_file:
+        raise ValueError("give --config-file (PyTorch) or --onnx (exported model)")
     cfg = load_ests_config(args.config_file, args.opts)
     cfg.MODEL.DEVICE = available_device(cfg.MODEL.DEVICE)  # a demo should run anywhere
     cfg.freeze()
+    return TextSpotterPredictor(cfg, score_threshold=args.confidence_threshold)
 
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config-file", help="ESTS config (PyTorch inference)")
+    parser.add_argument("--onnx", help="model exported by tools/export_model.py (its .json sidecar beside it)")
+    parser.add_argument("--input", nargs="+", required=True, help="image files, folders or glob patterns")
+    parser.add_argument("--output", required=True, help="folder for <name>.png and <name>.json")
+    parser.add_argument("--confidence-threshold", type=float, default=0.4, help="minimum detection score drawn")
+    parser.add_argument("--font", default="", help="TrueType font for the texts (default: DejaVu Sans; CJK needs one)")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
+    args = parser.parse_args()
+    try:
+        run(args)
+    except Exception as err:  # a one-line error for the command line, the traceback with --debug
+        if args.debug:
+            raise
+        print(f"demo.py: error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run(args):
+    try:
+        painter = TextPainter(args.font or None)
+    except (OSError, RuntimeError) as e:
+        raise ValueError(f"--font {args.font}: {e}") from e
     files = expand_inputs(args.input)
+    predictor = build_predictor(args)
     os.makedirs(args.output, exist_ok=True)
-    predictor = DefaultPredictor(cfg)
     for path in tqdm.tqdm(files, desc="demo", unit="img"):
         image_bgr = read_image(path, format="BGR")
-        # DefaultPredictor converts to cfg.INPUT.FORMAT itself; it expects BGR like cv2.imread.
-        instances = predictor(image_bgr)["instances"].to("cpu")
-        kept = select_confident(instances, args.confidence_threshold)
+        kept = predictor(image_bgr)["instances"]
         stem = os.path.splitext(os.path.basename(path))[0]
-        picture = draw_text_instances(image_bgr[:, :, ::-1], kept)
+        picture = draw_text_instances(image_bgr[:, :, ::-1], kept, painter)
         cv2.imwrite(os.path.join(args.output, stem + ".png"), picture[:, :, ::-1])
         record = {"file_name": path, "height": image_bgr.shape[0], "width": image_bgr.shape[1],
                   "confidence_threshold": args.confidence_threshold, "instances": instances_to_records(kept)}

@@ -26,8 +26,9 @@ import sys
 # that --help and command-line mistakes answer in ~0.1 s instead of ~1 s.
 
 TASKS = {"0": ("det",), "det": ("det",), "1": ("e2e",), "e2e": ("e2e",), "both": ("det", "e2e")}
-JSON_ONLY_OPTIONS = ("task", "lexicon", "det_threshold", "rec_confidence", "voc_size", "output_dir")
-EN_VOC_SIZE = 97
+SCRIPT_HEADERS = ["run", "metric", "value"]  # the table of the non-Latin protocols (no match counts)
+JSON_ONLY_OPTIONS = ("task", "lexicon", "det_threshold", "rec_confidence", "voc_size", "vocabulary",
+                     "vocabulary_file", "output_dir")
 
 
 class UsageError(ValueError):
@@ -38,8 +39,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("predictions", help="neutral JSON file, or a zip / folder of official per-image txt files")
     p.add_argument("--gt-zip", required=True, help="official GT zip (e.g. gt_totaltext.zip)")
-    p.add_argument("--dataset", help="totaltext (tt), ctw1500 (ctw), icdar2015 (ic15) or generic; "
-                                     "default: the JSON's 'dataset' field")
+    p.add_argument("--dataset", help="totaltext (tt), ctw1500 (ctw), icdar2015 (ic15) or generic; for other "
+                                     "scripts vintext, rects or unicode; default: the JSON's 'dataset' field")
     p.add_argument("--task", choices=sorted(TASKS), help="JSON input: 0 / det, 1 / e2e or both (default: both)")
     p.add_argument("--lexicon", action="append",
                    help="JSON input, task 1: one run per lexicon (none, full, weak, generic, strong or the "
@@ -51,7 +52,12 @@ def parse_args(argv=None):
     p.add_argument("--rec-confidence", type=float, help="JSON input, task 1: recognition filter (default: official)")
     p.add_argument("--word-spotting", type=int, choices=[-1, 0, 1], default=-1,
                    help="force the word-spotting rules off (0) / on (1); -1: official (Total-Text only)")
-    p.add_argument("--voc-size", type=int, help="JSON input: recognition classes of 'rec' ids (default: 97 = EN)")
+    p.add_argument("--voc-size", type=int, help="JSON input: recognition classes of 'rec' ids (default: the "
+                                                "vocabulary's; 97 = EN)")
+    p.add_argument("--vocabulary", help="JSON input: how 'rec' ids decode: en (default), char_file, "
+                                        "code_point_pickle or vintext (as MODEL.ESTS.VOCABULARY)")
+    p.add_argument("--vocabulary-file", help="JSON input: the character file of --vocabulary char_file / "
+                                             "code_point_pickle (as MODEL.ESTS.CUSTOM_DICT)")
     p.add_argument("--output-dir", help="JSON input: write each run's official det zip here")
     p.add_argument("--per-image", metavar="FILE", help="per-image results of every run to FILE.csv or FILE.json")
     p.add_argument("--visualize", metavar="DIR", help="one PNG per image (first task-1 run, else task 0) into DIR")
@@ -124,28 +130,56 @@ def _protocol(name, source: str, error=UsageError):
         raise error(f"{source}: {e}") from None
 
 
+def _vocabulary(args):
+    from ests_d2.structures import load_vocabulary
+
+    kind = args.vocabulary or ("char_file" if args.vocabulary_file else "en")
+    try:
+        return load_vocabulary(kind, args.vocabulary_file or "", args.voc_size)
+    except (ValueError, OSError) as e:  # the library speaks in config keys; the user typed options
+        message = str(e).replace("MODEL.ESTS.VOCABULARY", "--vocabulary").replace("MODEL.ESTS.CUSTOM_DICT",
+                                                                                   "--vocabulary-file")
+        raise UsageError(message.replace("MODEL.ESTS.VOC_SIZE", "--voc-size")) from None
+
+
 def _score_json(args, gt, progress):
     from ests_d2.evaluation import predictions as neutral
     from ests_d2.evaluation.pipeline import evaluate_runs
-    from ests_d2.structures import CharVocabulary
+    from ests_d2.evaluation.script_protocols import SCRIPT_PROTOCOLS
 
-    voc_size = args.voc_size or EN_VOC_SIZE
-    dataset, images = neutral.read_json(args.predictions, CharVocabulary.from_config(voc_size))
-    if args.dataset:
-        protocol = _protocol(args.dataset, "--dataset")
-    elif dataset:
-        protocol = _protocol(dataset, f"{args.predictions}: 'dataset'", ValueError)
-    else:
+    vocabulary = _vocabulary(args)
+    dataset, images = neutral.read_json(args.predictions, vocabulary)
+    name, source = (args.dataset, "--dataset") if args.dataset else (dataset, f"{args.predictions}: 'dataset'")
+    if not name:
         raise UsageError(f"--dataset is required: {args.predictions} has no 'dataset' field")
+    if str(name).lower() in SCRIPT_PROTOCOLS:
+        return _score_script_protocol(args, str(name).lower(), images, gt)
+    protocol = _protocol(name, source, UsageError if args.dataset else ValueError)
+    voc_size = vocabulary.num_classes
     runs, lexicons = _runs(args, protocol)
     root = _lexicon_root(args, protocol, lexicons)
     if not args.quiet:
         for run in runs:
             logging.info("%s", run.describe())
-    results = evaluate_runs(images, gt, runs, root, voc_size, args.output_dir, args.gt_zip, progress)
+    results = evaluate_runs(images, gt, runs, root, voc_size, args.output_dir, args.gt_zip, progress, vocabulary)
     from ests_d2.evaluation.report import run_label
 
     return results, [run_label(r) for r in results], False
+
+
+def _score_script_protocol(args, protocol, images, gt):
+    """vintext / rects / unicode (``script_protocols``): their P / R / H (or 1-NED) blocks, without the
+    per-run match detail that --per-image and --visualize need."""
+    from ests_d2.evaluation.script_protocols import evaluate_script_protocol
+
+    unsupported = [o for o in ("per_image", "visualize", "lexicon") if getattr(args, o)]
+    if unsupported:
+        raise UsageError(f"--dataset {protocol}: {', '.join('--' + o.replace('_', '-') for o in unsupported)} "
+                         "not available for the non-Latin protocols")
+    tasks = TASKS[args.task or "both"]
+    results = evaluate_script_protocol(images, gt, protocol, tasks, args.det_threshold, args.rec_confidence,
+                                       args.word_spotting, args.output_dir)
+    return results, None, False
 
 
 def _score_txt(args, gt, progress):
@@ -182,6 +216,12 @@ def evaluate(args):
     gt = load_gt_zip(args.gt_zip)
     is_json = os.path.isfile(args.predictions) and args.predictions.lower().endswith(".json")
     results, labels, as_given = (_score_json if is_json else _score_txt)(args, gt, progress)
+    if labels is None:  # a non-Latin protocol: plain metric blocks
+        record = {"predictions": args.predictions, "input": "neutral JSON", "gt_zip": args.gt_zip,
+                  "protocol": args.dataset or "from the JSON", "runs": [{"run": k, "blocks": {k: v}} for k, v in
+                                                                          results.items()]}
+        rows = [[run, metric, f"{value:.4f}"] for run, metrics in results.items() for metric, value in metrics.items()]
+        return record, rows, False
     if args.per_image:
         rows = [row for r, label in zip(results, labels) for row in report.image_rows(r, gt, label)]
         report.write_image_rows(args.per_image, rows)
@@ -211,7 +251,8 @@ def print_report(result: dict, table, note: bool, as_json: bool) -> None:
     from tabulate import tabulate
 
     print(f"{result['predictions']} vs {result['gt_zip']} ({result['protocol']}, {result['input']})")
-    print(tabulate(table, headers=SUMMARY_HEADERS, disable_numparse=True))
+    headers = SUMMARY_HEADERS if not table or len(table[0]) == len(SUMMARY_HEADERS) else SCRIPT_HEADERS
+    print(tabulate(table, headers=headers, disable_numparse=True))
     if note:
         print(TASK1_DETECTION_NOTE)
 

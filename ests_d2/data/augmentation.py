@@ -21,9 +21,11 @@ class InstancePreservingCrop(T.Augmentation):
     """Random crop that never cuts a text instance (official ``RandomSizeCrop``).
 
     A window of ``U(min_ratio, max_ratio)`` times each image side is placed uniformly; it is then grown
-    until it fully contains every box it overlaps (boxes it misses are dropped later, as they lie
-    outside). Windows that overlap no box are re-drawn, up to ``max_tries`` times; after that the image
-    stays uncropped. Applied with probability ``prob`` and only to images with boxes.
+    until it fully contains every box it overlaps. The boxes it misses are dropped by the mapper by this
+    crop's window, not by where later transforms put them: a rotation with canvas expansion would bring
+    them back inside the image, on padding. Windows that overlap no box are re-drawn, up to
+    ``max_tries`` times; after that the image stays uncropped. Applied with probability ``prob`` and only
+    to images with boxes.
     """
 
     def __init__(self, min_ratio: float = 0.5, max_ratio: float = 1.0, prob: float = 0.5, max_tries: int = 100):

@@ -20,7 +20,8 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode, Boxes, Instances
 
 from .augmentation import build_text_augmentations
-from ests_d2.structures import CharVocabulary, bezier_to_polygon
+from .image_io import read_text_image
+from ests_d2.structures import bezier_to_polygon, build_vocabulary
 
 __all__ = ["TextSpottingDatasetMapper"]
 
@@ -71,14 +72,19 @@ class TextSpottingDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> Dict:
-        vocab = CharVocabulary.from_config(cfg.MODEL.ESTS.VOC_SIZE, cfg.MODEL.ESTS.CUSTOM_DICT)
+        vocab = build_vocabulary(cfg)
         for name in cfg.DATASETS.TRAIN if is_train else cfg.DATASETS.TEST:
-            voc_size = MetadataCatalog.get(name).get("voc_size", None)
+            meta = MetadataCatalog.get(name)
+            voc_size = meta.get("voc_size", None)
             if voc_size is not None and voc_size != vocab.num_classes:
                 raise ValueError(
                     f"dataset '{name}' has rec ids for voc_size {voc_size} but MODEL.ESTS.VOC_SIZE is "
                     f"{vocab.num_classes}"
                 )
+            pad_id = meta.get("rec_pad_id", None)
+            if pad_id is not None and pad_id != vocab.pad_id:
+                raise ValueError(f"dataset '{name}' pads rec with id {pad_id} but the {vocab.kind} vocabulary "
+                                 f"pads with {vocab.pad_id} (MODEL.ESTS.VOCABULARY / the dataset's rec_pad_id)")
         return {
             "is_train": is_train,
             "augmentations": build_text_augmentations(cfg, is_train),
@@ -89,7 +95,7 @@ class TextSpottingDatasetMapper:
 
     def __call__(self, dataset_dict: Dict) -> Dict:
         dataset_dict = dict(dataset_dict)  # shallow: annotations are only read, never modified
-        image = utils.read_image(dataset_dict["file_name"], format=self.image_format)
+        image = read_text_image(dataset_dict["file_name"], self.image_format)
         utils.check_image_size(dataset_dict, image)
         annotations = dataset_dict.pop("annotations", [])
 
@@ -116,12 +122,17 @@ class TextSpottingDatasetMapper:
         return dataset_dict
 
     def annotations_to_instances(self, annotations, boxes, transforms, image_size) -> Instances:
-        """Transform control points and boxes; drop instances that left the image.
+        """Transform control points and boxes; drop instances that a crop cut away or that left the image.
+
+        Cropped-away instances are dropped by the crop's own rule (official ``crop``), not by their final
+        position: a rotation with canvas expansion after the crop can bring them back inside the image, on
+        padding, where they would be trained on as text.
 
         After a rotation the box is recomputed as the extent of the 16 points sampled from the
         transformed curves (official ``RandomRotate``); otherwise the annotated box is transformed.
         """
         n = len(annotations)
+        kept_by_crops = torch.as_tensor(_kept_by_crops(boxes, transforms))
         beziers = np.array([a["beziers"] for a in annotations], dtype=np.float64).reshape(n, 16)
         beziers = transforms.apply_coords(beziers.reshape(-1, 2)).reshape(n, 16)
         if any(isinstance(t, T.RotationTransform) for t in transforms):
@@ -141,7 +152,22 @@ class TextSpottingDatasetMapper:
         instances.gt_classes = torch.as_tensor([a["category_id"] for a in annotations], dtype=torch.int64)
         instances.gt_beziers = torch.as_tensor(beziers, dtype=torch.float32)
         instances.gt_rec = torch.as_tensor(rec)
-        return instances[gt_boxes.nonempty()]
+        return instances[gt_boxes.nonempty() & kept_by_crops]
+
+
+def _kept_by_crops(boxes: np.ndarray, transforms: T.TransformList) -> np.ndarray:
+    """(n,) bool: the instances that every crop in ``transforms`` keeps, each judged where that crop applies.
+
+    The official rule: a box stays when, clipped to the crop window, it keeps a positive area.
+    ``InstancePreservingCrop`` grows its window around every box it overlaps, so the kept boxes are whole.
+    """
+    keep = np.ones(len(boxes), dtype=bool)
+    for transform in transforms.transforms:
+        if isinstance(transform, T.CropTransform):
+            cropped = transform.apply_box(boxes).clip(0, [transform.w, transform.h, transform.w, transform.h])
+            keep &= (cropped[:, 2] > cropped[:, 0]) & (cropped[:, 3] > cropped[:, 1])
+        boxes = transform.apply_box(boxes)
+    return keep
 
 
 def _to_chw_tensor(image: np.ndarray) -> torch.Tensor:

@@ -15,19 +15,26 @@ Output under ``<root>`` (default ``$DETECTRON2_DATASETS/synthetic_text``, a git-
 ``{train,test}.json`` (COCO-text), ``images/{train,test}/*.jpg``, ``gt_synthetic_text_{train,test}.zip``
 (official eval GT format) and ``lexicons/{lexicon.txt,pair_list.txt}``. The json ``info`` records the
 generator version and parameters; a cache that does not match is regenerated.
+
+``language="vi"`` renders Vietnamese words instead (a second, smaller set under ``synthetic_text_vi``): the
+strips are drawn with PIL ``ImageFont`` and matplotlib's DejaVu fonts (Hershey fonts are ASCII only), the
+``rec`` ids use the official VinText vocabulary (letters as base letter + mark symbols, 107 classes) and the
+GT zip keeps the composed Unicode words.
 """
 import json
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import cv2
+import matplotlib
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 from shapely.geometry import Polygon
 
 from ests_d2.evaluation.gt_zip import DONT_CARE, write_gt_zip
-from ests_d2.structures import EN_CHARACTERS, CharVocabulary, bezier_to_polygon
+from ests_d2.structures import bezier_to_polygon, load_vocabulary
 
 SYNTHETIC_DIRNAME = "synthetic_text"
 GENERATOR_VERSION = 4
@@ -59,6 +66,26 @@ WORDS = tuple(
 _NUMBER_WORDS = ("24", "100", "2023", "365", "50%", "7/11", "$19", "no.5", "A1", "B52")
 _FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX, cv2.FONT_HERSHEY_TRIPLEX)
 
+# Single syllables with at most one tone mark each (the VinText encoding holds one per word).
+VIETNAMESE_WORDS = tuple(dict.fromkeys(
+    """
+    việt nam hà nội phở cà phê bánh mì chợ đường phố nhà hàng quán cơm trà sữa bún bò gà cá rau nước mắm giá
+    mở cửa đóng bán mua tiệm thuốc sách báo xe buýt ga tàu bến cảng công viên trường học bệnh viện khách sạn
+    ngân siêu thị điện thoại giày dép áo quần vàng bạc đồng hồ kính mắt tóc đẹp mới cũ lớn nhỏ số một hai ba
+    bốn năm sáu bảy tám chín mười khuyến mãi giảm tặng miễn phí đặc biệt ngon rẻ tươi sống chay nướng lẩu kem
+    bia rượu trái cây quả giữa người
+    """.split()
+))
+_TRUETYPE_FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf")
+VIETNAMESE_SPLITS = {"train": (60, 10), "test": (12, 11)}
+# language -> (folder name under $DETECTRON2_DATASETS, vocabulary kind)
+LANGUAGES = {"en": (SYNTHETIC_DIRNAME, "en"), "vi": (SYNTHETIC_DIRNAME + "_vi", "vintext")}
+
+
+def _splits(language: str) -> Dict[str, Tuple[int, int]]:
+    """split -> (number of images, seed) of ``language``."""
+    return SPLITS if language == "en" else VIETNAMESE_SPLITS
+
 
 def synthetic_paths(root: str, split: str) -> Dict[str, str]:
     """Where the generator writes ``split`` (these also serve as the datasets' metadata)."""
@@ -70,72 +97,73 @@ def synthetic_paths(root: str, split: str) -> Dict[str, str]:
     }
 
 
-def _generator_info(split: str) -> Dict:
-    num_images, seed = SPLITS[split]
-    return {"generator": "ests_d2.data.synthetic", "version": GENERATOR_VERSION, "num_images": num_images,
+def _generator_info(split: str, language: str = "en") -> Dict:
+    num_images, seed = _splits(language)[split]
+    info = {"generator": "ests_d2.data.synthetic", "version": GENERATOR_VERSION, "num_images": num_images,
             "seed": seed}
+    return info if language == "en" else {**info, "language": language}
 
 
-def _cache_is_current(root: str) -> bool:
-    for split in SPLITS:
+def _cache_is_current(root: str, language: str = "en") -> bool:
+    for split in _splits(language):
         paths = synthetic_paths(root, split)
         if not all(os.path.exists(p) for p in paths.values()):
             return False
         try:
             with open(paths["json_file"], encoding="utf-8") as f:
-                if json.load(f).get("info") != _generator_info(split):
+                if json.load(f).get("info") != _generator_info(split, language):
                     return False
         except (OSError, ValueError):
             return False
     return True
 
 
-def ensure_synthetic_text(root: str) -> str:
+def ensure_synthetic_text(root: str, language: str = "en") -> str:
     """Generate the synthetic dataset under ``root`` unless an up-to-date copy is there; returns ``root``.
 
     Generation goes to a temporary sibling folder that is renamed into place, so concurrent processes
     (e.g. DDP ranks) never see a half-written cache.
     """
-    if _cache_is_current(root):
+    if _cache_is_current(root, language):
         return root
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.", dir=parent)
     try:
-        for split, (num_images, seed) in SPLITS.items():
-            write_synthetic_split(tmp, split, num_images, seed)
-        write_lexicon(os.path.join(tmp, "lexicons"))
-        if not _cache_is_current(root):
+        for split, (num_images, seed) in _splits(language).items():
+            write_synthetic_split(tmp, split, num_images, seed, language)
+        write_lexicon(os.path.join(tmp, "lexicons"), language)
+        if not _cache_is_current(root, language):
             shutil.rmtree(root, ignore_errors=True)
             try:
                 os.rename(tmp, root)
             except OSError:  # another process renamed its copy first
-                if not _cache_is_current(root):
+                if not _cache_is_current(root, language):
                     raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 
-def write_lexicon(folder: str) -> None:
+def write_lexicon(folder: str, language: str = "en") -> None:
     """``lexicon.txt`` (upper-case words) and ``pair_list.txt`` (``UPPER original``) for the generic protocol."""
     os.makedirs(folder, exist_ok=True)
-    words = list(dict.fromkeys(WORDS + _NUMBER_WORDS))
+    words = list(dict.fromkeys(WORDS + _NUMBER_WORDS if language == "en" else VIETNAMESE_WORDS))
     with open(os.path.join(folder, "lexicon.txt"), "w", encoding="utf-8", newline="\n") as f:
         f.writelines(w.upper() + "\n" for w in words)
     with open(os.path.join(folder, "pair_list.txt"), "w", encoding="utf-8", newline="\n") as f:
         f.writelines(f"{w.upper()} {w}\n" for w in words)
 
 
-def write_synthetic_split(root: str, split: str, num_images: int, seed: int) -> None:
+def write_synthetic_split(root: str, split: str, num_images: int, seed: int, language: str = "en") -> None:
     """Render ``num_images`` images and write the json, the images and the eval GT zip of ``split``."""
     paths = synthetic_paths(root, split)
     os.makedirs(paths["image_root"], exist_ok=True)
-    vocab = CharVocabulary(EN_CHARACTERS)
+    vocab = load_vocabulary(LANGUAGES[language][1])
     images, annotations, gt_by_image = [], [], {}
     for index in range(num_images):
         image_id = index + 1
-        image, instances = render_synthetic_image(np.random.default_rng([seed, index]))
+        image, instances = render_synthetic_image(np.random.default_rng([seed, index]), language=language)
         file_name = f"{split}_{image_id:05d}.jpg"
         cv2.imwrite(os.path.join(paths["image_root"], file_name), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
         images.append({"id": image_id, "file_name": file_name, "height": image.shape[0], "width": image.shape[1]})
@@ -157,7 +185,7 @@ def write_synthetic_split(root: str, split: str, num_images: int, seed: int) -> 
                 "text": inst["text"],
             })
             gt_by_image[image_id].append((polys, inst["text"]))
-    coco = {"info": _generator_info(split), "categories": [{"id": 1, "name": "text"}], "images": images,
+    coco = {"info": _generator_info(split, language), "categories": [{"id": 1, "name": "text"}], "images": images,
             "annotations": annotations}
     with open(paths["json_file"], "w", encoding="utf-8") as f:
         json.dump(coco, f)
@@ -168,8 +196,8 @@ def _round(values) -> List[float]:
     return [round(float(v), 2) for v in np.asarray(values).reshape(-1)]
 
 
-def render_synthetic_image(rng: np.random.Generator, return_masks: bool = False):
-    """Render one image.
+def render_synthetic_image(rng: np.random.Generator, return_masks: bool = False, language: str = "en"):
+    """Render one image (words of ``language``: "en" or "vi").
 
     Returns:
         image: (H, W, 3) uint8 RGB with short side in ``IMAGE_SHORT_SIDE``.
@@ -188,7 +216,7 @@ def render_synthetic_image(rng: np.random.Generator, return_masks: bool = False)
     num_dont_care = int(rng.random() < 0.25)
     for k in range(num_words + num_dont_care):
         dont_care = k >= num_words
-        placed = _place_word(rng, image, occupied, dont_care)
+        placed = _place_word(rng, image, occupied, dont_care, language)
         if placed is None:
             continue
         text, beziers, coverage = placed
@@ -234,16 +262,17 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def _pick_word(rng: np.random.Generator) -> str:
-    word = str(rng.choice(_NUMBER_WORDS)) if rng.random() < 0.1 else str(rng.choice(WORDS))
+def _pick_word(rng: np.random.Generator, language: str = "en") -> str:
+    if language == "en":
+        word = str(rng.choice(_NUMBER_WORDS)) if rng.random() < 0.1 else str(rng.choice(WORDS))
+    else:
+        word = str(rng.choice(VIETNAMESE_WORDS))
     case = rng.random()
     return word.upper() if case < CASE_PROBS[0] else word.capitalize() if case < sum(CASE_PROBS) else word
 
 
-def _place_word(rng, image, occupied, dont_care: bool) -> Optional[Tuple[str, List[float], np.ndarray]]:
-    """Draw one word where it fits (inside the image, apart from other words); None if it never fits."""
-    h, w = image.shape[:2]
-    text = _pick_word(rng)
+def _hershey_strip(rng, text: str, dont_care: bool) -> np.ndarray:
+    """The word drawn white on black with an OpenCV Hershey font (ASCII only), tight with a small margin."""
     font = int(rng.choice(_FONTS)) | (cv2.FONT_ITALIC if rng.random() < 0.2 else 0)
     thickness = int(rng.integers(1, 3))
     target_height = rng.uniform(7, 10) if dont_care else rng.uniform(*WORD_HEIGHT)
@@ -252,6 +281,29 @@ def _place_word(rng, image, occupied, dont_care: bool) -> Optional[Tuple[str, Li
     pad = thickness + 2  # keeps antialiased glyph edges strictly inside the labelled region
     strip = np.zeros((th + baseline + 2 * pad, tw + 2 * pad), np.uint8)
     cv2.putText(strip, text, (pad, pad + th), font, scale, 255, thickness, cv2.LINE_AA)
+    return strip
+
+
+def _truetype_strip(rng, text: str, dont_care: bool) -> np.ndarray:
+    """The word drawn with one of matplotlib's DejaVu fonts (PIL), tight around its ink incl. diacritics."""
+    font_file = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", str(rng.choice(_TRUETYPE_FONTS)))
+    target_height = rng.uniform(7, 10) if dont_care else rng.uniform(*WORD_HEIGHT)
+    font = ImageFont.truetype(font_file, max(6, int(round(target_height * 1.3))))
+    left, top, right, bottom = font.getbbox(text)
+    pad = 3  # keeps antialiased glyph edges strictly inside the labelled region
+    strip = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
+    ImageDraw.Draw(strip).text((pad - left, pad - top), text, font=font, fill=255)
+    return np.asarray(strip)
+
+
+def _place_word(rng, image, occupied, dont_care: bool, language: str = "en"):
+    """Draw one word where it fits (inside the image, apart from other words); None if it never fits.
+
+    Returns (text, 16 Bezier numbers, (H, W) coverage).
+    """
+    h, w = image.shape[:2]
+    text = _pick_word(rng, language)
+    strip = _hershey_strip(rng, text, dont_care) if language == "en" else _truetype_strip(rng, text, dont_care)
     strip_h, strip_w = strip.shape
     length = strip_w * rng.uniform(0.9, 1.25)  # mild horizontal stretch
 

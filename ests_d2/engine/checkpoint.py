@@ -6,6 +6,10 @@ only re-tagged afterwards, the same way. A process killed at any instant therefo
 the previous complete checkpoint or the new complete one, never a truncated file that
 ``last_checkpoint`` points to. Everything saved is plain tensors / numbers / strings, so the files
 load with ``torch.load(weights_only=True)``.
+
+``--resume`` trusts ``last_checkpoint`` only when the file it names exists. When it names a missing file
+(deleted, a disk cleaned up) or is missing itself (a run killed between its first checkpoint's rename and
+the tag), :func:`find_resume_checkpoint` falls back to the newest checkpoint in the folder that loads.
 """
 import logging
 import os
@@ -26,12 +30,15 @@ __all__ = [
     "PeriodicCheckpointer",
     "atomic_write",
     "capture_rng_state",
+    "find_resume_checkpoint",
     "restore_rng_state",
 ]
 
 logger = logging.getLogger(__name__)
 
 _TEMP_SUFFIX = ".tmp"
+_TAG = "last_checkpoint"
+_PERIODIC_NAME = re.compile(r"model_(\d{7})\.pth")
 
 
 def _fsync_dir(path: str) -> None:
@@ -60,11 +67,91 @@ def atomic_write(path: str, write: Callable[[IO[bytes]], None]) -> None:
     _fsync_dir(folder)  # make the rename itself durable
 
 
+def _tagged_name(save_dir: str) -> str:
+    try:
+        with open(os.path.join(save_dir, _TAG)) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _training_checkpoint_iteration(path: str):
+    """The iteration stored in ``path`` if it is a complete training checkpoint that loads, else None."""
+    try:
+        # mmap: the tensors are not read, yet a truncated or corrupt file fails here.
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # noqa: B902 - any reason a file does not load disqualifies it
+        logger.warning("Not resuming from %s: it does not load (%s: %s)", path, type(e).__name__, e)
+        return None
+    if not isinstance(ckpt, dict) or not {"model", "trainer", "iteration"} <= ckpt.keys():
+        logger.warning("Not resuming from %s: not a training checkpoint (no model/trainer/iteration)", path)
+        return None
+    return int(ckpt["iteration"])
+
+
+def _newest_loadable_checkpoint(save_dir: str):
+    """(path, iteration) of the newest complete training checkpoint in ``save_dir``, or None."""
+    names = [f for f in os.listdir(save_dir) if f.endswith(".pth") and not f.startswith(".")]
+
+    def newest_first(name):  # model_final, then model_NNNNNNN by iteration, then other names by age
+        match = _PERIODIC_NAME.fullmatch(name)
+        rank = 2 if name == "model_final.pth" else 1 if match else 0
+        return (rank, int(match.group(1)) if match else 0, os.path.getmtime(os.path.join(save_dir, name)))
+
+    for name in sorted(names, key=newest_first, reverse=True):
+        iteration = _training_checkpoint_iteration(os.path.join(save_dir, name))
+        if iteration is not None:
+            return os.path.join(save_dir, name), iteration
+    return None
+
+
+def find_resume_checkpoint(save_dir: str):
+    """The checkpoint ``--resume`` continues from: the file ``last_checkpoint`` names if it exists, else the
+    newest loadable training checkpoint in ``save_dir`` (logged), else None (nothing to resume)."""
+    if not os.path.isdir(save_dir):
+        return None
+    tagged = _tagged_name(save_dir)
+    if tagged and os.path.isfile(os.path.join(save_dir, tagged)):
+        return os.path.join(save_dir, tagged)
+    found = _newest_loadable_checkpoint(save_dir)
+    why = f"{_TAG} names {tagged}, which does not exist" if tagged else f"there is no {_TAG}"
+    if found is None:
+        if tagged:
+            logger.warning("In %s %s, and no other checkpoint loads: nothing to resume from.", save_dir, why)
+        return None
+    logger.warning(
+        "In %s %s: resuming from %s (iteration %d), the newest checkpoint there that loads.",
+        save_dir, why, os.path.basename(found[0]), found[1],
+    )
+    return found[0]
+
+
 class AtomicDetectionCheckpointer(DetectionCheckpointer):
-    """``DetectionCheckpointer`` whose checkpoint files and ``last_checkpoint`` tag are written atomically."""
+    """``DetectionCheckpointer`` whose checkpoint files and ``last_checkpoint`` tag are written atomically,
+    and whose resume falls back to the newest loadable checkpoint when the tag is stale or missing."""
+
+    resumed_file = None  # the checkpoint the last ``resume_or_load(resume=True)`` loaded, if any
 
     def _is_local(self) -> bool:
         return "://" not in self.save_dir
+
+    def has_checkpoint(self) -> bool:
+        if not self._is_local():
+            return super().has_checkpoint()
+        tagged = _tagged_name(self.save_dir)
+        return bool(tagged) and os.path.isfile(os.path.join(self.save_dir, tagged))
+
+    def resume_or_load(self, path: str, *, resume: bool = True):
+        if not (resume and self._is_local()):
+            self.resumed_file = self.get_checkpoint_file() if resume and self.has_checkpoint() else None
+            return super().resume_or_load(path, resume=resume)
+        found = find_resume_checkpoint(self.save_dir)
+        self.resumed_file = found
+        if found is None:
+            return self.load(path, checkpointables=[])
+        if comm.is_main_process() and os.path.basename(found) != _tagged_name(self.save_dir):
+            self.tag_last_checkpoint(os.path.basename(found))  # later resumes and tools see the same file
+        return self.load(found)
 
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
@@ -86,7 +173,7 @@ class AtomicDetectionCheckpointer(DetectionCheckpointer):
         if not self._is_local():
             return super().tag_last_checkpoint(last_filename_basename)
         atomic_write(
-            os.path.join(self.save_dir, "last_checkpoint"),
+            os.path.join(self.save_dir, _TAG),
             lambda f: f.write(last_filename_basename.encode()),
         )
 
@@ -123,6 +210,24 @@ class PeriodicCheckpointer(hooks.PeriodicCheckpointer):
         for path in paths[:excess]:  # oldest first; last_checkpoint names the newest
             os.unlink(path)
         self.recent_checkpoints = paths[excess:]
+
+    def save_now(self, iteration: int) -> str:
+        """Checkpoint ``iteration`` outside the schedule (on a preemption signal), unless the schedule
+        has just done so; returns the file that holds it."""
+        if iteration >= self.max_iter - 1:
+            return os.path.join(self.checkpointer.save_dir, f"{self.file_prefix}_final.pth")
+        name = f"{self.file_prefix}_{iteration:07d}"
+        path = os.path.join(self.checkpointer.save_dir, name + ".pth")
+        if (iteration + 1) % self.period == 0:
+            return path
+        self.checkpointer.save(name, iteration=iteration)
+        if self.max_to_keep is not None:  # the same retention as the scheduled checkpoints
+            self.recent_checkpoints.append(path)
+            while len(self.recent_checkpoints) > self.max_to_keep:
+                oldest = self.recent_checkpoints.pop(0)
+                if os.path.exists(oldest):
+                    os.unlink(oldest)
+        return path
 
     def after_train(self):
         super().after_train()

@@ -14,6 +14,8 @@ import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
+from .preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
+
 __all__ = ["launch", "available_device", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
@@ -59,6 +61,20 @@ def launch(
     world_size = num_machines * num_gpus_per_machine
     if world_size == 1:
         return main_func(*args)
+    try:
+        return _launch_processes(
+            main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args, timeout, backend
+        )
+    except mp.ProcessExitedException as e:
+        if e.exit_code != PREEMPTED_EXIT_CODE:
+            raise
+        # The workers checkpointed and stopped on a preemption signal: exit with their code, not a crash.
+        raise TrainingPreempted(f"process {e.error_index} stopped on a preemption signal") from None
+
+
+def _launch_processes(main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args, timeout, backend):
+    """``launch`` for more than one process."""
+    world_size = num_machines * num_gpus_per_machine
     use_nccl = torch.cuda.is_available() if backend is None else backend.lower() == "nccl"
     if use_nccl:
         return d2_launch(

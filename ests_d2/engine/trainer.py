@@ -7,6 +7,9 @@ Differences from ``DefaultTrainer`` (each for a reason given where it is impleme
 - a resumable train loader; the checkpoint holds optimizer, grad scaler, scheduler, RNG states,
   data position and the recent metric history, so a resumed run continues bitwise;
 - atomic checkpoint files; evaluation that leaves the training RNG streams untouched;
+- a preemption signal (``SOLVER.PREEMPT_SIGNALS``) checkpoints the current iteration and exits with code 75;
+- a resume falls back to the newest loadable checkpoint when ``last_checkpoint`` is stale or missing, and
+  ``metrics.json`` keeps one row per iteration across resumes;
 - DDP on CPU (gloo) as well as on GPUs.
 """
 import inspect
@@ -26,9 +29,12 @@ from detectron2.utils.logger import setup_logger
 
 from ..data.dataset_mapper import TextSpottingDatasetMapper
 from ..evaluation import TextSpottingEvaluator
+from ..evaluation.script_evaluator import ScriptTextEvaluator
+from ..evaluation.script_protocols import SCRIPT_PROTOCOLS
 from .checkpoint import AtomicDetectionCheckpointer, PeriodicCheckpointer
 from .data import ResumableTrainLoader, isolated_rng
 from .events import MetricPrinter, ResumableJSONWriter
+from .preemption import PreemptionHook, parse_signals
 from .train_loop import AMPTrainLoop, TrainLoop
 
 __all__ = ["Trainer"]
@@ -171,12 +177,19 @@ class Trainer(DefaultTrainer):
                 f"No evaluator for dataset '{dataset_name}' (evaluator_type={evaluator_type!r}; expected 'text')."
             )
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        # VinText, ReCTS and other scripts have their own protocols
+        if MetadataCatalog.get(dataset_name).get("eval_protocol", None) in SCRIPT_PROTOCOLS:
+            return ScriptTextEvaluator(cfg, dataset_name, distributed=True, output_dir=output_folder)
         return TextSpottingEvaluator(cfg, dataset_name, distributed=True, output_dir=output_folder)
 
     def build_hooks(self):
         cfg = self.cfg
 
         def test_and_save_results():
+            if self._preemption.stop_requested:
+                # Only the final evaluation can follow a stop: the resumed run does it, at the same iteration.
+                logger.warning("Final evaluation skipped: training was preempted; --resume runs it.")
+                return {}
             # Evaluation builds loaders and may sample; keep it off the training RNG streams so
             # that a run with evaluation resumes like one without.
             with isolated_rng(include_cuda=True):
@@ -195,6 +208,10 @@ class Trainer(DefaultTrainer):
             ret.append(hooks.PeriodicWriter(self.build_writers(), period=cfg.SOLVER.LOG_PERIOD))
             keep = cfg.SOLVER.MAX_CHECKPOINTS_TO_KEEP
             ret.append(PeriodicCheckpointer(self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, max_to_keep=keep or None))
+        # Last: it checkpoints the step the other hooks have finished with (metrics written, evaluation done).
+        checkpoint_hook = ret[-1] if comm.is_main_process() else None
+        self._preemption = PreemptionHook(parse_signals(cfg.SOLVER.PREEMPT_SIGNALS), checkpoint_hook)
+        ret.append(self._preemption)
         return ret
 
     def build_writers(self):
@@ -213,12 +230,14 @@ class Trainer(DefaultTrainer):
         if comm.is_main_process():
             self.checkpointer.remove_stale_temp_files()
         self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
-        if resume and self.checkpointer.has_checkpoint():
+        if resume and self.checkpointer.resumed_file:
             # The checkpoint stores the iteration that just finished.
             self.start_iter = self.iter + 1
-            writer = getattr(self, "_metrics_writer", None)
-            if writer is not None:
-                writer.resume_iter = self.start_iter
+        writer = getattr(self, "_metrics_writer", None)
+        if resume and writer is not None:
+            # Rows past the checkpoint (or all rows, when a run killed before its first checkpoint
+            # restarts from scratch) are trained and written again by this run.
+            writer.resume_iter = self.start_iter
 
     def state_dict(self):
         ret = super().state_dict()
@@ -247,3 +266,10 @@ class Trainer(DefaultTrainer):
                 self.storage.histories()[name].update(value, iteration)
         self._restored_history = {}
         super().before_train()
+
+    def after_train(self):
+        if self.start_iter >= self.max_iter and self.iter > self.start_iter:
+            # Nothing was left to train (a run stopped during its final evaluation): end at the iteration
+            # an uninterrupted run ends at, not one past it, so the evaluation is logged there too.
+            self.iter = self.start_iter
+        super().after_train()

@@ -10,7 +10,7 @@ instance: ``x1,y1,...,xn,yn,####transcription``; ``###`` marks don't care. Two p
 - ``official_ring=False`` (GT derived from dataset dicts when a dataset has no GT zip): float32 coordinates
   printed exactly, in the given order, so that the scores do not depend on a rounding the data never had.
 """
-from typing import Dict, Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -48,13 +48,15 @@ def _gt_files(gt_by_image, official_ring: bool) -> Dict[str, List[str]]:
             for image_id, instances in gt_by_image.items()}
 
 
-def gt_files_from_dataset_dicts(dataset_dicts: Iterable[dict], voc_size: int = 97) -> Dict[str, List[str]]:
+def gt_files_from_dataset_dicts(dataset_dicts: Iterable[dict], voc_size: int = 97,
+                                vocabulary: Optional[CharVocabulary] = None) -> Dict[str, List[str]]:
     """Official-format GT lines ``{member name: lines}`` derived from detectron2 dataset dicts (float style).
 
     Polygons come from ``polys`` (flat x, y list) or are sampled from the 16 ``beziers`` numbers
-    (8 points per curve); the text is decoded from ``rec``; ``iscrowd`` = 1 marks ``###``.
+    (8 points per curve); the text is decoded from ``rec`` with ``vocabulary`` (default: the EN one, which must
+    have ``voc_size`` classes); ``iscrowd`` = 1 marks ``###``.
     """
-    vocab = CharVocabulary.from_config(voc_size)
+    vocab = vocabulary or CharVocabulary.from_config(voc_size)
     gt_by_image: Dict[int, List[Tuple[np.ndarray, str]]] = {}
     for d in dataset_dicts:
         instances = gt_by_image.setdefault(d["image_id"], [])

@@ -5,9 +5,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
-import numpy as np
-
-from ests_d2.structures import UNKNOWN_GLYPH, CharVocabulary
+from ests_d2.structures import CharVocabulary
 
 from .lexicon import LexiconMatcher
 from .predictions import ImagePrediction
@@ -19,10 +17,9 @@ from .submission import build_submission
 logger = logging.getLogger(__name__)
 
 
-def vocabulary_char_index(voc_size: int = 97) -> Dict[str, int]:
+def vocabulary_char_index(voc_size: int = 97, vocabulary: Optional[CharVocabulary] = None) -> Dict[str, int]:
     """Character -> ``rec_prob`` column: the vocabulary's characters, then the unknown glyph."""
-    vocab = CharVocabulary.from_config(voc_size)
-    return {c: i for i, c in enumerate(vocab.characters + [UNKNOWN_GLYPH])}
+    return (vocabulary or CharVocabulary.from_config(voc_size)).char_index()
 
 
 def load_gt_zip(path: str) -> Dict[str, List[TextLine]]:
@@ -60,10 +57,13 @@ def evaluate_runs(
     output_dir: Optional[str] = None,
     gt_name: str = "GT",
     progress=None,
+    vocabulary: Optional[CharVocabulary] = None,
 ) -> List[RunResult]:
     """Score ``images`` once per run, as the official code does for one (task, lexicon) configuration.
 
-    With ``output_dir``, each run's official zip is written there as ``{run name}_det.zip``.
+    With ``output_dir``, each run's official zip is written there as ``{run name}_det.zip``. ``vocabulary``
+    (default: EN with ``voc_size`` classes) maps characters to ``rec_prob`` columns for the weighted edit
+    distance.
     """
     out = []
     matchers: Dict[str, LexiconMatcher] = {}
@@ -79,7 +79,7 @@ def evaluate_runs(
         lexicon = None
         if run.lexicon:
             if run.lexicon not in matchers:
-                char_index = vocabulary_char_index(voc_size) if run.defaults.weighted_edit_distance else None
+                char_index = vocabulary_char_index(voc_size, vocabulary) if run.defaults.weighted_edit_distance else None
                 matchers[run.lexicon] = LexiconMatcher(run.protocol, run.lexicon, lexicon_root, char_index)
             lexicon = matchers[run.lexicon]
         files = build_submission(images, run, lexicon, progress=_labelled(progress, f"{run.run_name} (convert)"))
@@ -110,13 +110,14 @@ def run_evaluation(
     output_dir: Optional[str] = None,
     gt_name: str = "GT",
     progress=None,
+    vocabulary: Optional[CharVocabulary] = None,
 ) -> "OrderedDict[str, Dict[str, float]]":
     """``{run name: {precision, recall, hmean}}`` of the block the official evaluator returns per run.
 
     A "det" run reports the detection block of a task-0 run; "e2e" runs report the end-to-end block of
     a task-1 run (optionally with a lexicon). Arguments as :func:`evaluate_runs`.
     """
-    results = evaluate_runs(images, gt, runs, lexicon_root, voc_size, output_dir, gt_name, progress)
+    results = evaluate_runs(images, gt, runs, lexicon_root, voc_size, output_dir, gt_name, progress, vocabulary)
     return OrderedDict((r.settings.run_name, r.reported.metrics()) for r in results)
 
 

@@ -45,13 +45,17 @@ def passes_rec_filter(inst: InstancePrediction, rec_confidence: float, where: st
     return not np.float32(inst.rec_conf) < np.float32(rec_confidence)
 
 
-def _official_round_trip(image_id: int, inst: InstancePrediction, text: str, where: str):
-    """(integer points, text field) after the official temp-line write / re-read (steps 3.2-3.4)."""
+def _official_round_trip(image_id: int, inst: InstancePrediction, text: str, where: str, keep_non_ascii=False):
+    """(integer points, text field) after the official temp-line write / re-read (steps 3.2-3.4).
+
+    ``keep_non_ascii``: the official VinText branch of ``de_ascii`` keeps every character.
+    """
     pts = np.asarray(inst.polygon, dtype=np.float32).reshape(-1, 2)
     if not np.isfinite(pts).all():
         raise ValueError(f"{where}: polygon has non-finite coordinates")
     coords = "".join(f"{int(x)},{int(y)}," for x, y in pts.astype(np.float64))
-    temp = f"{image_id}: {coords}{rounded_score(inst.score)}{TEXT_SEPARATOR}{strip_non_ascii(text)}".strip()
+    text = text if keep_non_ascii else strip_non_ascii(text)
+    temp = f"{image_id}: {coords}{rounded_score(inst.score)}{TEXT_SEPARATOR}{text}".strip()
     body = temp.split(": ")[1].strip()  # the ': ' cut
     parts = body.split(TEXT_SEPARATOR)
     temp_line = ",".join(parts[0].split(",")[:-1]) + TEXT_SEPARATOR + parts[1]  # score field dropped
@@ -62,13 +66,14 @@ def _official_round_trip(image_id: int, inst: InstancePrediction, text: str, whe
     return np.array(ints, dtype=np.int64).reshape(-1, 2), text_field
 
 
-def official_lines(image_id: int, kept: Sequence[Tuple[InstancePrediction, str, str]]) -> List[str]:
+def official_lines(image_id: int, kept: Sequence[Tuple[InstancePrediction, str, str]],
+                   keep_non_ascii: bool = False) -> List[str]:
     """Final det-zip lines of one image for ``(instance, text, where)`` items that passed the filters.
 
     Integer polygons that shapely finds invalid (or that have fewer than 3 points) are removed, and
     counter-clockwise rings are reversed, as the official ``sort_detection`` does.
     """
-    trips = [_official_round_trip(image_id, inst, text, where) for inst, text, where in kept]
+    trips = [_official_round_trip(image_id, inst, text, where, keep_non_ascii) for inst, text, where in kept]
     enough = [i for i, (pts, _) in enumerate(trips) if len(pts) >= 3]
     polygons = make_polygons([trips[i][0] for i in enough])
     valid = shapely.is_valid(polygons) if len(polygons) else np.zeros(0, bool)
@@ -96,11 +101,14 @@ def build_submission(
     settings: EvalSettings,
     lexicon: Optional[LexiconMatcher] = None,
     progress=None,
+    keep_non_ascii: bool = False,
 ) -> Dict[str, List[str]]:
     """``{member name: lines}`` of the official det zip for one run.
 
     Args:
         progress: optional callable wrapping an iterable (e.g. ``tqdm``).
+        keep_non_ascii: keep every character of the texts (VinText and other scripts) instead of the official
+            EN ``de_ascii``.
     """
     files: Dict[str, List[str]] = {}
     images = list(images)
@@ -122,5 +130,5 @@ def build_submission(
                     continue
             kept.append((inst, text, where))
         if kept:
-            files[member_name(image.image_id)].extend(official_lines(image.image_id, kept))
+            files[member_name(image.image_id)].extend(official_lines(image.image_id, kept, keep_non_ascii))
     return files

@@ -14,6 +14,8 @@ from detectron2.utils import comm
 from detectron2.utils.logger import create_small_table
 
 from . import predictions as neutral
+from ests_d2.structures import CharVocabulary, build_vocabulary
+
 from .gt_zip import gt_files_from_dataset_dicts
 from .pipeline import load_gt_zip, parse_files, run_evaluation
 from .protocol import DEFAULTS, canonical_protocol, resolve_runs
@@ -49,6 +51,7 @@ class TextSpottingEvaluator(DatasetEvaluator):
         word_spotting: int = -1,
         distributed: bool = True,
         output_dir: Optional[str] = None,
+        vocabulary: Optional[CharVocabulary] = None,
     ):
         """
         Args:
@@ -58,6 +61,7 @@ class TextSpottingEvaluator(DatasetEvaluator):
             det_threshold, rec_confidence, word_spotting: overrides; -1 keeps the official value.
             distributed: gather predictions from all workers with ``comm.gather``.
             output_dir: where the prediction files and results go (nothing written if None).
+            vocabulary: the model's vocabulary (decodes derived GT); default: EN with the dataset's voc_size.
         """
         meta = MetadataCatalog.get(dataset_name)
         self._dataset_name = dataset_name
@@ -65,6 +69,10 @@ class TextSpottingEvaluator(DatasetEvaluator):
         self._gt_zip = meta.get("eval_gt_zip", None)
         self._lexicon_root = meta.get("lexicon_root", None)
         self._voc_size = int(meta.get("voc_size", 97))
+        self._vocabulary = vocabulary or CharVocabulary.from_config(self._voc_size)
+        if self._vocabulary.num_classes != self._voc_size:
+            raise ValueError(f"dataset '{dataset_name}' has voc_size {self._voc_size} but the model's "
+                             f"{self._vocabulary.describe()}")
         self._runs = resolve_runs(
             self._protocol, list(tasks), list(lexicons),
             det_threshold=det_threshold, rec_confidence=rec_confidence, word_spotting=word_spotting,
@@ -86,6 +94,7 @@ class TextSpottingEvaluator(DatasetEvaluator):
             "rec_confidence": t.REC_CONFIDENCE,
             "word_spotting": t.WORD_SPOTTING,
             "distributed": distributed,
+            "vocabulary": build_vocabulary(cfg),
             "output_dir": output_dir if output_dir is not None
             else os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name),
         }
@@ -101,7 +110,8 @@ class TextSpottingEvaluator(DatasetEvaluator):
     def _load_gt(self):
         if self._gt_zip:
             return load_gt_zip(self._gt_zip), self._gt_zip
-        files = gt_files_from_dataset_dicts(DatasetCatalog.get(self._dataset_name), self._voc_size)
+        files = gt_files_from_dataset_dicts(DatasetCatalog.get(self._dataset_name), self._voc_size,
+                                            self._vocabulary)
         if self._output_dir:
             write_zip(os.path.join(self._output_dir, "gt_derived.zip"), files)
         return parse_files(files, f"{self._dataset_name} (derived GT)"), f"GT derived from {self._dataset_name}"
@@ -129,7 +139,8 @@ class TextSpottingEvaluator(DatasetEvaluator):
         if self._output_dir:
             neutral.write_json(os.path.join(self._output_dir, "text_predictions.json"), self._protocol, predictions)
         results = run_evaluation(
-            predictions, gt, self._runs, self._lexicon_root, self._voc_size, self._output_dir, gt_name
+            predictions, gt, self._runs, self._lexicon_root, self._voc_size, self._output_dir, gt_name,
+            vocabulary=self._vocabulary,
         )
         for run in self._runs:
             logger.info("Evaluation of %s with %s\n%s", self._dataset_name, run.describe(),

@@ -9,7 +9,7 @@ from detectron2.structures import ImageList, Instances
 from detectron2.utils.events import get_event_storage
 from torch import nn
 
-from ..structures import CharVocabulary
+from ..structures import CharVocabulary, build_vocabulary
 from .criterion import ESTSCriterion
 from .denoising import build_denoising, split_denoising_outputs
 from .postprocess import ESTSPostProcess, result_to_instances
@@ -113,7 +113,7 @@ class ESTS(nn.Module):
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "pe_temperature": e.PE_TEMPERATURE,
-            "vocabulary": CharVocabulary.from_config(e.VOC_SIZE, e.CUSTOM_DICT),
+            "vocabulary": build_vocabulary(cfg),
             "num_classes": e.NUM_CLASSES,
             "criterion": ESTSCriterion(cfg),
             "denoising": build_denoising(cfg),

@@ -18,7 +18,8 @@ import torch
 
 __all__ = [
     "ConversionReport", "convert_official_state_dict", "to_official_state_dict", "check_against_model",
-    "official_text_pos_inv_freq",
+    "official_text_pos_inv_freq", "OFFICIAL_VARIANTS", "official_model_facts", "identify_official_variant",
+    "check_official_against_config",
 ]
 
 _BACKBONE_PREFIX = "backbone.0.body."
@@ -202,4 +203,72 @@ def check_against_model(converted: Mapping[str, torch.Tensor], model_state: Mapp
         if tuple(converted[name].shape) != tuple(model_state[name].shape):
             problems.append(f"shape mismatch for '{name}': checkpoint {tuple(converted[name].shape)}, "
                             f"model {tuple(model_state[name].shape)}")
+    return problems
+
+
+@dataclass(frozen=True)
+class OfficialVariant:
+    """One released official model family and the ests-d2 config that builds it."""
+
+    name: str
+    feature_levels: int
+    rec_classes: int
+    denoising: bool
+    config: str
+
+
+OFFICIAL_VARIANTS = (
+    OfficialVariant("EN (pretrain / joint / Total-Text / CTW1500 / ICDAR2015)", 5, 97, True,
+                    "configs/ESTS/TotalText.yaml"),
+    OfficialVariant("VinText (Vietnamese)", 5, 107, True, "configs/ESTS/VinText-Finetune.yaml"),
+    OfficialVariant("ReCTS (Chinese)", 4, 5463, False, "configs/ESTS/ReCTS-Finetune.yaml"),
+    OfficialVariant("MLT (multilingual)", 4, 4268, False, "configs/ESTS/MLT-Finetune.yaml"),
+)
+
+
+def official_model_facts(official: Mapping[str, torch.Tensor]) -> Dict[str, int]:
+    """What an official state_dict says about its model: feature levels, box classes, recognition classes."""
+    facts = {}
+    for key, name, dim in (("feature_levels", "transformer.level_embed", 0),
+                           ("box_classes", "transformer.decoder.class_embed.0.weight", 0),
+                           ("rec_classes", "transformer.decoder.rec_cls.weight", 0)):
+        if name in official:
+            facts[key] = int(official[name].shape[dim])
+    return facts
+
+
+def identify_official_variant(facts: Mapping[str, int]):
+    """The official variant with these feature levels and recognition classes, or None."""
+    return next((v for v in OFFICIAL_VARIANTS if (v.feature_levels, v.rec_classes)
+                 == (facts.get("feature_levels"), facts.get("rec_classes"))), None)
+
+
+def check_official_against_config(facts: Mapping[str, int], cfg, training_args=None) -> List[str]:
+    """Problems between an official checkpoint (``official_model_facts`` + its saved ``args``) and a config.
+
+    Checked: feature levels (and backbone stages), box classes, recognition classes, and -- when the
+    checkpoint carries its training ``args`` -- that denoising is on exactly when the official run used it.
+    """
+    e, problems = cfg.MODEL.ESTS, []
+    levels = facts.get("feature_levels")
+    if levels is not None and levels != e.NUM_FEATURE_LEVELS:
+        problems.append(f"the checkpoint has {levels} feature levels, the config {e.NUM_FEATURE_LEVELS} "
+                        "(MODEL.ESTS.NUM_FEATURE_LEVELS)")
+    stages = len(cfg.MODEL.RESNETS.OUT_FEATURES)
+    if levels is not None and stages != levels - 1:
+        problems.append(f"a {levels}-level model reads {levels - 1} backbone stages (the rest is one extra "
+                        f"stride-2 level); MODEL.RESNETS.OUT_FEATURES lists {stages}")
+    if facts.get("box_classes") not in (None, e.NUM_CLASSES):
+        problems.append(f"the checkpoint has {facts['box_classes']} box classes, the config {e.NUM_CLASSES} "
+                        "(MODEL.ESTS.NUM_CLASSES)")
+    if facts.get("rec_classes") not in (None, e.VOC_SIZE):
+        problems.append(f"the checkpoint has {facts['rec_classes']} recognition classes, the config {e.VOC_SIZE} "
+                        "(MODEL.ESTS.VOC_SIZE / VOCABULARY / CUSTOM_DICT)")
+    use_dn = getattr(training_args, "use_dn", None)
+    if use_dn is not None and bool(use_dn) != bool(e.DN.ENABLED):
+        problems.append(f"the official run trained {'with' if use_dn else 'without'} denoising (args.use_dn="
+                        f"{use_dn}) but MODEL.ESTS.DN.ENABLED is {e.DN.ENABLED}")
+    variant = identify_official_variant(facts)
+    if problems and variant is not None:
+        problems.append(f"this is the official {variant.name} model: use {variant.config}")
     return problems

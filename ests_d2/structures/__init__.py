@@ -5,7 +5,7 @@ evaluation tool scores predictions without it). ``text_list`` and ``text_instanc
 detectron2 ``Instances``; import them from their modules.
 """
 from .bezier import bernstein_weights, bezier_to_polygon, polygon_to_points, shoelace_area
-from .vocabulary import EN_CHARACTERS, UNKNOWN_GLYPH, CharVocabulary
+from .vocabulary import EN_CHARACTERS, UNKNOWN_GLYPH, CharVocabulary, build_vocabulary, load_vocabulary
 
 __all__ = [
     "EN_CHARACTERS",
@@ -13,6 +13,8 @@ __all__ = [
     "CharVocabulary",
     "bernstein_weights",
     "bezier_to_polygon",
+    "build_vocabulary",
+    "load_vocabulary",
     "polygon_to_points",
     "shoelace_area",
 ]

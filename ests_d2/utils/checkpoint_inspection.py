@@ -1,22 +1,66 @@
 """What is inside a checkpoint, and can ``--resume`` continue from it (used by tools/inspect_checkpoint.py)."""
 import argparse
+import os
 import pickle
+import re
+import zipfile
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default format is a zip archive
+_PICKLE_PROTO = b"\x80"  # the legacy format (_use_new_zipfile_serialization=False) is a bare pickle stream
+_INCOMPLETE = "not a complete checkpoint (truncated? still being written?)"
+
+
+def _check_container(path: str) -> None:
+    """Raise ValueError for a file that cannot be a complete ``torch.save`` output, before unpickling anything.
+
+    A zip archive keeps its directory at the very end, so a file cut short (a copy or a save still under
+    way) has none; ``torch.load`` would then fail with an internal miniz or ``OSError`` message.
+    """
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, not a checkpoint file")
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path}: is empty (0 bytes), {_INCOMPLETE}")
+    with open(path, "rb") as f:
+        head = f.read(len(_ZIP_MAGIC))
+    if head == _ZIP_MAGIC:
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path}: {_INCOMPLETE}: its zip archive has no central directory at the end")
+    elif not head.startswith(_PICKLE_PROTO):
+        raise ValueError(f"{path}: not a PyTorch checkpoint (neither torch.save's zip archive nor a legacy pickle; "
+                         f"it starts with {head!r})")
+
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
-    """Load without executing pickled code: only tensors, containers and the official ``argparse.Namespace``."""
+    """Load without executing pickled code: only tensors, containers and the official ``argparse.Namespace``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: a one-line reason naming ``path``: not a checkpoint, incomplete, unsafe to unpickle, or
+            not a dict.
+    """
+    _check_container(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise ValueError(f"{path}: holds pickled objects other than tensors and plain containers, not loaded "
-                         f"for safety ({str(e).splitlines()[0]})") from e
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if refused is None:  # not a refused class: the pickle stream itself is broken
+            raise ValueError(f"{path}: {_INCOMPLETE}: its pickle data is broken") from e
+        raise ValueError(f"{path}: holds pickled objects other than tensors and plain containers "
+                         f"({refused.group(1)}), not loaded for safety") from e
+    except (EOFError, RuntimeError, OSError) as e:  # torch's messages for data cut short or corrupted
+        raise ValueError(f"{path}: {_INCOMPLETE}: {_first_line(e)}") from e
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a dict at the top level, found {type(data).__name__}")
     return data
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0].split('. ')[0]}" if lines else type(error).__name__
 
 
 def _walk(node: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:

@@ -59,11 +59,11 @@ def synthetic_batch(cfg, height: int, width: int, num_images: int, num_instances
     The instances tile the image in a grid (a crowded image); every word uses all ``MAX_TEXT_LEN``
     slots, the most recognition work the targets can ask for.
     """
-    from ests_d2.structures import CharVocabulary
+    from ests_d2.structures import build_vocabulary
     from ests_d2.structures.text_instances import straight_text_instances
 
     ests = cfg.MODEL.ESTS
-    vocab = CharVocabulary.from_config(ests.VOC_SIZE, ests.CUSTOM_DICT)
+    vocab = build_vocabulary(cfg)
     gen = torch.Generator().manual_seed(seed)
     columns = max(1, int(np.ceil(np.sqrt(num_instances))))
     rows = max(1, int(np.ceil(num_instances / columns)))
@@ -74,7 +74,7 @@ def synthetic_batch(cfg, height: int, width: int, num_images: int, num_instances
         for k in range(num_instances):
             x0, y0 = (k % columns) * cell_w + 0.1 * cell_w, (k // columns) * cell_h + 0.2 * cell_h
             boxes.append([x0, y0, x0 + 0.8 * cell_w, y0 + 0.6 * cell_h])
-        chars = torch.randint(0, vocab.unknown_id, (num_instances, ests.MAX_TEXT_LEN), generator=gen)
+        chars = torch.randint(0, len(vocab.characters), (num_instances, ests.MAX_TEXT_LEN), generator=gen)
         instances = straight_text_instances((height, width), boxes, chars)
         image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=gen)
         batch.append({"image": image, "height": height, "width": width, "image_id": image_index,

@@ -30,10 +30,13 @@ PANELS = {
 def read_metrics(path: str) -> Series:
     """All numeric series of a metrics.json, keyed by name, as (iteration, value) lists.
 
-    Lines that are not valid JSON (a run killed while writing) are counted and skipped.
+    Lines that are not valid JSON (a run killed while writing) are counted and skipped. A value logged
+    at or before an iteration its metric already has (a run resumed from an earlier checkpoint by an
+    engine that did not truncate the file, or restarted in the same folder) replaces the earlier
+    values from that iteration on, so each metric reads as one curve.
     """
     series: Series = defaultdict(list)
-    bad = 0
+    bad = replaced = 0
     with open(path) as f:
         for line_no, line in enumerate(f, 1):
             line = line.strip()
@@ -49,9 +52,16 @@ def read_metrics(path: str) -> Series:
             it = int(record["iteration"])
             for key, value in record.items():
                 if key != "iteration" and isinstance(value, (int, float)) and math.isfinite(value):
-                    series[key].append((it, float(value)))
+                    points = series[key]
+                    if points and points[-1][0] >= it:
+                        kept = [p for p in points if p[0] < it]
+                        replaced += len(points) - len(kept)
+                        points[:] = kept
+                    points.append((it, float(value)))
     if bad:
         logger.warning("%s: skipped %d unreadable line(s) (e.g. a run killed mid-write)", path, bad)
+    if replaced:
+        logger.warning("%s: %d value(s) were logged again by a resumed run; the later ones are drawn", path, replaced)
     return dict(series)
 
 

@@ -1,16 +1,19 @@
 """Dataset registration: lazy, with the metadata the evaluator needs; the embedded ICDAR2015 samples."""
 import os
 import zipfile
+from pathlib import Path
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+import ests_d2.data
 from ests_d2.data.datasets import (
-    EVAL_PROTOCOLS,
     ICDAR2015_SAMPLES_DIR,
     register_all_text_datasets,
     register_text_instances,
 )
+from ests_d2.data.image_io import ImageReadError
+from ests_d2.evaluation.protocol import PROTOCOLS
 from ests_d2.evaluation.rrc_format import read_zip
 from tests.data.data_helpers import scene_text_dir
 
@@ -28,7 +31,7 @@ def test_builtin_datasets_are_registered_with_eval_metadata(name):
     meta = MetadataCatalog.get(name)
     for key in EVAL_KEYS:
         assert hasattr(meta, key), key
-    assert meta.evaluator_type == "text" and meta.eval_protocol in EVAL_PROTOCOLS and meta.voc_size == 97
+    assert meta.evaluator_type == "text" and meta.eval_protocol in PROTOCOLS and meta.voc_size == 97
     assert meta.thing_classes == ["text"]
 
 
@@ -61,9 +64,15 @@ def test_registration_reads_nothing(tmp_path):
     assert not root.exists()
 
 
-def test_unknown_protocol_is_rejected():
-    with pytest.raises(ValueError, match="eval_protocol must be one of"):
-        register_text_instances("bad_protocol_text", "a.json", "images", eval_protocol="ic15")
+def test_protocol_aliases_are_accepted_and_unknown_protocols_rejected():
+    register_text_instances("alias_protocol_text", "a.json", "images", eval_protocol="IC15")
+    try:
+        assert MetadataCatalog.get("alias_protocol_text").eval_protocol == "icdar2015"
+    finally:
+        DatasetCatalog.remove("alias_protocol_text")
+        MetadataCatalog.remove("alias_protocol_text")
+    with pytest.raises(ValueError, match="bad_protocol_text.*unknown dataset / protocol 'icdar15x'"):
+        register_text_instances("bad_protocol_text", "a.json", "images", eval_protocol="icdar15x")
     assert "bad_protocol_text" not in DatasetCatalog.list()
 
 
@@ -86,3 +95,25 @@ def test_icdar2015_samples_gt_is_byte_identical_to_the_official_members():
     assert ours.namelist()
     for member in ours.namelist():
         assert ours.read(member) == official.read(member), member
+
+
+def test_registration_can_ask_for_the_image_pre_check(tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    json_file = tmp_path / "a.json"
+    json_file.write_text('{"images": [{"id": 1, "file_name": "empty.jpg", "height": 9, "width": 9}], '
+                         '"annotations": []}')
+    register_text_instances("checked_text", str(json_file), str(tmp_path), verify_images=True)
+    try:
+        with pytest.raises(ImageReadError, match=r"dataset 'checked_text'.*empty.jpg'?: empty file \(0 bytes\)"):
+            DatasetCatalog.get("checked_text")
+    finally:
+        DatasetCatalog.remove("checked_text")
+        MetadataCatalog.remove("checked_text")
+
+
+def test_data_sources_cite_only_files_inside_the_repository():
+    """Docstrings point readers at repository files; a machine-specific absolute path helps nobody."""
+    data_package = Path(ests_d2.data.__file__).parent
+    for source in data_package.glob("*.py"):
+        text = source.read_text(encoding="utf-8")
+        assert "/work/" not in text and "shared/docs" not in text, source

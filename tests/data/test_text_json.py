@@ -1,5 +1,4 @@
 """COCO-text loading: faithful on the real images, one test per class of bad input."""
-import copy
 import json
 import logging
 
@@ -10,7 +9,7 @@ from detectron2.structures import BoxMode
 
 from ests_d2.data.text_json import TextAnnotationError, load_text_json
 from ests_d2.structures import bezier_to_polygon
-from tests.data.data_helpers import scene_text_dir
+from tests.data.data_helpers import assert_names_file_and_annotation, scene_text_dir, write_text_dataset
 
 SUBSETS = ("ic15_train", "ic15_test", "totaltext_test", "ctw1500_test")
 
@@ -61,53 +60,30 @@ def test_all_dont_care_image_is_kept_by_the_loader():
 # ---------------------------------------------------------------- bad input, one test per class
 
 
-def _write_dataset(tmp_path, mutate=None):
-    """A valid one-image json with two annotations; ``mutate(coco)`` breaks it."""
-    cv2.imwrite(str(tmp_path / "a.jpg"), np.full((100, 200, 3), 128, np.uint8))
-    quad = [10.0, 10.0, 40.0, 10.0, 70.0, 10.0, 100.0, 10.0, 100.0, 40.0, 70.0, 40.0, 40.0, 40.0, 10.0, 40.0]
-    ann = {"id": 7, "image_id": 3, "category_id": 1, "iscrowd": 0, "bbox": [10, 10, 90, 30],
-           "bezier_pts": quad, "rec": [33, 34] + [96] * 23, "area": 2700.0}
-    ann2 = copy.deepcopy(ann)
-    ann2.update(id=8, bezier_pts=[v + 50 if i % 2 else v for i, v in enumerate(quad)], bbox=[10, 60, 90, 30])
-    coco = {"images": [{"id": 3, "file_name": "a.jpg", "height": 100, "width": 200}],
-            "annotations": [ann, ann2], "categories": [{"id": 1, "name": "text"}]}
-    if mutate is not None:
-        mutate(coco)
-    path = tmp_path / "bad.json"
-    path.write_text(json.dumps(coco))
-    return str(path)
-
-
-def _assert_names_file_and_annotation(message, json_file, ann_id=7):
-    assert json_file in message
-    assert "'a.jpg'" in message
-    assert f"annotation id {ann_id}" in message
-
-
 def test_valid_dataset_loads(tmp_path):
-    dicts = load_text_json(_write_dataset(tmp_path), str(tmp_path))
+    dicts = load_text_json(write_text_dataset(tmp_path), str(tmp_path))
     assert [len(d["annotations"]) for d in dicts] == [2]
     assert dicts[0]["annotations"][0]["bbox"] == [10.0, 10.0, 100.0, 40.0]
 
 
 def test_wrong_bezier_length_raises(tmp_path):
-    json_file = _write_dataset(tmp_path, lambda c: c["annotations"][0].update(bezier_pts=[1.0] * 14))
+    json_file = write_text_dataset(tmp_path, lambda c: c["annotations"][0].update(bezier_pts=[1.0] * 14))
     with pytest.raises(TextAnnotationError, match="bezier_pts has 14 values, expected 16") as e:
         load_text_json(json_file, str(tmp_path))
-    _assert_names_file_and_annotation(str(e.value), json_file)
+    assert_names_file_and_annotation(str(e.value), json_file)
 
 
 def test_rec_outside_vocabulary_raises(tmp_path):
-    json_file = _write_dataset(tmp_path, lambda c: c["annotations"][0].update(rec=[33, 97] + [96] * 23))
+    json_file = write_text_dataset(tmp_path, lambda c: c["annotations"][0].update(rec=[33, 97] + [96] * 23))
     with pytest.raises(TextAnnotationError, match=r"rec ids \[97\] are outside the vocabulary") as e:
         load_text_json(json_file, str(tmp_path))
-    _assert_names_file_and_annotation(str(e.value), json_file)
+    assert_names_file_and_annotation(str(e.value), json_file)
     # the same ids are fine for a larger vocabulary
     assert load_text_json(json_file, str(tmp_path), voc_size=107)
 
 
 def test_missing_image_raises(tmp_path):
-    json_file = _write_dataset(tmp_path)
+    json_file = write_text_dataset(tmp_path)
     (tmp_path / "a.jpg").unlink()
     with pytest.raises(TextAnnotationError, match="1 of 1 image files are missing") as e:
         load_text_json(json_file, str(tmp_path))
@@ -115,17 +91,17 @@ def test_missing_image_raises(tmp_path):
 
 
 def test_non_positive_box_is_skipped_and_reported(tmp_path, caplog):
-    json_file = _write_dataset(tmp_path, lambda c: c["annotations"][0].update(bbox=[250, 10, 30, 30]))
+    json_file = write_text_dataset(tmp_path, lambda c: c["annotations"][0].update(bbox=[250, 10, 30, 30]))
     with caplog.at_level(logging.WARNING, logger="ests_d2.data.text_json"):
         dicts = load_text_json(json_file, str(tmp_path))
     assert [a["bbox"][1] for a in dicts[0]["annotations"]] == [60.0]  # annotation 7 (outside) dropped
     [record] = [r for r in caplog.records if "skipped" in r.getMessage()]
     assert "1 with non-positive boxes" in record.getMessage()
-    _assert_names_file_and_annotation(record.getMessage(), json_file)
+    assert_names_file_and_annotation(record.getMessage(), json_file)
 
 
 def test_transcription_longer_than_the_slots_is_cut_and_reported(tmp_path, caplog):
-    json_file = _write_dataset(tmp_path, lambda c: c["annotations"][0].update(rec=list(range(33, 33 + 27))))
+    json_file = write_text_dataset(tmp_path, lambda c: c["annotations"][0].update(rec=list(range(33, 33 + 27))))
     with caplog.at_level(logging.WARNING, logger="ests_d2.data.text_json"):
         dicts = load_text_json(json_file, str(tmp_path))
     recs = [a["rec"] for a in dicts[0]["annotations"]]
@@ -133,7 +109,7 @@ def test_transcription_longer_than_the_slots_is_cut_and_reported(tmp_path, caplo
     assert recs[1] == [33, 34] + [96] * 23
     [record] = [r for r in caplog.records if "were cut" in r.getMessage()]
     assert "1 transcriptions longer than 25" in record.getMessage()
-    _assert_names_file_and_annotation(record.getMessage(), json_file)
+    assert_names_file_and_annotation(record.getMessage(), json_file)
     assert not [r for r in caplog.records if "skipped" in r.getMessage()]
 
 
@@ -143,13 +119,13 @@ def test_transcription_longer_than_the_slots_is_cut_and_reported(tmp_path, caplo
     ids=["all-points-equal", "zero-area"],
 )
 def test_degenerate_curve_is_skipped_and_reported(tmp_path, caplog, bezier_pts):
-    json_file = _write_dataset(tmp_path, lambda c: c["annotations"][0].update(bezier_pts=bezier_pts))
+    json_file = write_text_dataset(tmp_path, lambda c: c["annotations"][0].update(bezier_pts=bezier_pts))
     with caplog.at_level(logging.WARNING, logger="ests_d2.data.text_json"):
         dicts = load_text_json(json_file, str(tmp_path))
     assert len(dicts[0]["annotations"]) == 1
     [record] = [r for r in caplog.records if "skipped" in r.getMessage()]
     assert "1 with degenerate curves" in record.getMessage()
-    _assert_names_file_and_annotation(record.getMessage(), json_file)
+    assert_names_file_and_annotation(record.getMessage(), json_file)
 
 
 def test_unreadable_json_raises(tmp_path):

@@ -1,11 +1,13 @@
-"""Two CPU processes (gloo) through ``ests_d2.engine.launch``: DDP keeps both ranks identical, also after --resume."""
+"""Two CPU processes (gloo) through ``ests_d2.engine.launch``: DDP keeps both ranks identical, also after --resume;
+a preemption signal to one rank stops both after the same iteration."""
 import json
+import signal
 
 import pytest
 import torch
 
-from ests_d2.engine import launch
-from tests.engine.tiny_engine import tiny_cfg, train_and_save
+from ests_d2.engine import PREEMPTED_EXIT_CODE, TrainingPreempted, launch
+from tests.engine.tiny_engine import tiny_cfg, train_and_save, train_until_signalled
 
 
 @pytest.mark.slow
@@ -37,3 +39,21 @@ def test_two_process_gloo_run_ends_with_identical_weights(tmp_path):
     for k, v in resumed[0]["final"].items():
         assert torch.equal(v, resumed[1]["final"][k]), k
     assert any(not torch.equal(resumed[0]["final"][k], ranks[0]["final"][k]) for k in ranks[0]["final"])
+
+
+@pytest.mark.slow
+def test_a_signal_to_one_process_stops_all_after_the_same_iteration(tmp_path):
+    cfg = tiny_cfg(tmp_path / "run", "SOLVER.IMS_PER_BATCH", 4, "SOLVER.MAX_ITER", 9, "SOLVER.CHECKPOINT_PERIOD", 100)
+    with pytest.raises(TrainingPreempted) as stopped:
+        launch(train_until_signalled, 2, dist_url="auto", args=(cfg, str(tmp_path), 1, 2, signal.SIGTERM),
+               backend="gloo")
+    assert stopped.value.code == PREEMPTED_EXIT_CODE
+    # Rank 1 got the signal during iteration 2's hooks, after the preemption hook's turn: all stop after 3,
+    # and rank 0, which got no signal, wrote the checkpoint.
+    assert (tmp_path / "run" / "last_checkpoint").read_text() == "model_0000003.pth"
+    assert torch.load(tmp_path / "run" / "model_0000003.pth", weights_only=True)["iteration"] == 3
+
+    launch(train_until_signalled, 2, dist_url="auto", args=(cfg, str(tmp_path), -1, 0, signal.SIGTERM),
+           backend="gloo")
+    assert [(tmp_path / f"rank{r}_start.txt").read_text() for r in range(2)] == ["4", "4"]
+    assert torch.load(tmp_path / "run" / "model_final.pth", weights_only=True)["iteration"] == 8

@@ -5,7 +5,16 @@ engine is real: the mapper draws python / numpy / torch randomness (so augmentat
 data position and seeding), images come in two aspect ratios (so aspect-ratio grouping buffers),
 the model has a "backbone" and uses dropout (two parameter groups; model RNG) and its loss depends
 on the images and instances it is given (so the data position matters).
+
+Environment variables slow a run down so that a test can send a signal while it is in a given phase
+(they change no result): ``TINY_ENGINE_STEP_SECONDS`` (each training forward sleeps),
+``TINY_ENGINE_EVAL_SECONDS`` (each evaluation sleeps, after creating the file ``TINY_ENGINE_EVAL_MARKER``
+names, if set) and, in ``tiny_train_net.py``, ``TINY_ENGINE_SAVE_SECONDS`` (each ``torch.save`` sleeps
+first, its temporary file already on disk).
 """
+import os
+import time
+
 import numpy as np
 import random
 import torch
@@ -121,6 +130,7 @@ class TinyTextNet(nn.Module):
     def forward(self, batched_inputs):
         if not self.training:
             return self.inference(batched_inputs)
+        time.sleep(float(os.environ.get("TINY_ENGINE_STEP_SECONDS", 0)))
         pred = self.head(self.dropout(self._features(batched_inputs))).sigmoid()
         targets = []
         for d in batched_inputs:
@@ -154,6 +164,10 @@ class TinyEvaluator(DatasetEvaluator):
         self.scores += [float(o["instances"].scores.sum()) for o in outputs]
 
     def evaluate(self):
+        marker = os.environ.get("TINY_ENGINE_EVAL_MARKER")
+        if marker:
+            open(marker, "a").close()
+        time.sleep(float(os.environ.get("TINY_ENGINE_EVAL_SECONDS", 0)))
         return {"tiny": {"num_images": float(len(self.scores)), "mean_score": float(np.mean(self.scores))}}
 
 
@@ -255,3 +269,28 @@ class StopAfter(HookBase):
     def after_step(self):
         if self.trainer.iter == self.k:
             raise SimulatedCrash()
+
+
+class SignalSelf(HookBase):
+    """Sends ``sig`` to this process after iteration ``k``: a preemption signal that reached one rank only."""
+
+    def __init__(self, k, sig):
+        self.k, self.sig = k, sig
+
+    def after_step(self):
+        if self.trainer.iter == self.k:
+            os.kill(os.getpid(), self.sig)
+
+
+def train_until_signalled(cfg, out_dir, signalled_rank, k, sig):
+    """Worker of the multi-process preemption test: rank ``signalled_rank`` signals itself after iteration ``k``."""
+    from detectron2.utils import comm
+
+    trainer = TinyTrainer(cfg)
+    trainer.resume_or_load(resume=True)
+    if comm.get_rank() == signalled_rank:
+        trainer.register_hooks([SignalSelf(k, sig)])
+    # Registered after the preemption hook: the signal is seen after the next step.
+    with open(f"{out_dir}/rank{comm.get_rank()}_start.txt", "w") as f:
+        f.write(str(trainer.start_iter))
+    trainer.train()

@@ -70,7 +70,8 @@ def test_batching_reproduces_the_golden_mask(golden_run):
 
 def test_normalisation_is_bit_exact(golden_run):
     model, inputs = golden_run["model"], golden_run["inputs"]
-    for u8, ref in zip(inputs["images_uint8"], inputs["images"]):
+    assert len(inputs["images"]) > 0
+    for u8, ref in zip(inputs["images_uint8"], inputs["images"], strict=True):
         assert torch.equal(model.normalize(u8), ref)
 
 
@@ -133,7 +134,8 @@ def test_post_processing_matches(golden_run):
     model, inputs = golden_run["model"], golden_run["inputs"]
     post = load_golden("post.pth")
     results = model.postprocess(golden_run["outputs"], post["orig_sizes_hw"])
-    for mine, ref in zip(results, post["results"]):
+    assert len(post["results"]) > 0
+    for mine, ref in zip(results, post["results"], strict=True):
         assert torch.equal(mine["query_index"], ref["query_index"])
         assert torch.equal(mine["labels"], ref["labels"])
         assert torch.equal(mine["rec"], ref["rec"])

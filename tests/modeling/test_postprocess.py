@@ -67,7 +67,8 @@ def test_matches_the_official_post_processing():
     outputs = load_golden("outputs.pth")
     post = load_golden("post.pth")
     results = ESTSPostProcess(num_select=100)(outputs, post["orig_sizes_hw"])
-    for image, (mine, ref) in enumerate(zip(results, post["results"])):
+    assert len(post["results"]) > 0
+    for image, (mine, ref) in enumerate(zip(results, post["results"], strict=True)):
         for key in ("query_index", "labels", "rec"):  # discrete decisions: identical
             assert torch.equal(mine[key], ref[key]), (image, key)
         for key in ("scores", "boxes", "beziers", "rec_score"):

@@ -87,3 +87,11 @@ def test_demo_rejects_an_input_that_matches_nothing(tiny_checkpoint, tmp_path):
     )
     assert proc.returncode != 0
     assert "matches no file" in proc.stderr
+
+
+def test_demo_names_a_font_file_that_does_not_exist(tiny_checkpoint, tmp_path):
+    config, weights = tiny_checkpoint
+    proc = _run_demo(config, weights, tmp_path, "--font", str(tmp_path / "NotoSansCJK.ttc"))
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == f"demo.py: error: --font {tmp_path / 'NotoSansCJK.ttc'}: " \
+        f"font file not found: {tmp_path / 'NotoSansCJK.ttc'}"

@@ -242,3 +242,30 @@ def test_docs_example_follows_the_documented_schema(capsys, tmp_path):
     for record in json.loads(example)["images"][0]["instances"]:
         assert set(instance_schema["required"]) <= set(record) and set(record) <= set(instance_schema["properties"])
     assert images[0].instances[1].text == "GNS"  # decoded from 'rec', padding skipped
+
+
+def test_rec_ids_decode_with_the_chosen_vocabulary_and_script_protocols_score(tmp_path, capsys):
+    from ests_d2.structures import load_vocabulary
+
+    vintext = load_vocabulary("vintext")
+    gt_zip = tmp_path / "gt_vi.zip"
+    write_zip(str(gt_zip), {"0000001.txt": [gt_line(rect(10, 10, 110, 40), "Hàng"), gt_line(rect(10, 60, 110, 90),
+                                                                                         "Đàn")]})
+    records = [{"polygon": rect(10, 10, 110, 40).tolist(), "score": 0.9, "rec": vintext.encode("Hàng", 25),
+                "rec_conf": 0.99},
+               {"polygon": rect(10, 60, 110, 90).tolist(), "score": 0.9, "rec": vintext.encode("Dan", 25),
+                "rec_conf": 0.99}]
+    preds = tmp_path / "preds_vi.json"
+    preds.write_text(json.dumps({"format": "ests-eval-predictions/v1", "dataset": "vintext",
+                                 "images": [{"image_id": 1, "instances": records}]}), encoding="utf-8")
+    code, out, err = run(capsys, preds, "--gt-zip", gt_zip, "--vocabulary", "vintext", "--json")
+    assert code == 0, err
+    blocks = {r["run"]: r["blocks"][r["run"]] for r in json.loads(out)["runs"]}
+    assert blocks["text_det"]["recall"] == 1.0
+    assert blocks["text_e2e"]["recall"] == 0.5  # "Hàng" read with its diacritics; "Dan" is not "Đàn"
+    # the same ids decoded as English give other texts: nothing matches end to end
+    code, out, _ = run(capsys, preds, "--gt-zip", gt_zip, "--vocabulary", "en", "--voc-size", vintext.num_classes,
+                       "--json")
+    assert code == 2  # 107 classes are not the EN vocabulary's 97, said in the options' names
+    code, _, err = run(capsys, preds, "--gt-zip", gt_zip, "--vocabulary", "vintext", "--visualize", tmp_path / "v")
+    assert code == 2 and "--visualize not available for the non-Latin protocols" in err

@@ -159,3 +159,58 @@ def test_cli_names_the_file_on_bad_input(tmp_path):
     torch.save({"epoch": 3}, path)
     proc = subprocess.run(tool + [str(path)], capture_output=True, text=True, env=env, cwd=REPO)
     assert proc.returncode != 0 and "opaque.pth: no model weights found" in proc.stderr
+
+
+# ---------------------------------------------------------------- files that are not complete checkpoints
+
+
+def _broken_files(folder):
+    """name -> (path, expected message) of files a user may point the tool at by mistake or too early."""
+    weights = {"model": nn.Linear(30, 20).state_dict(), "iteration": 3}
+    torch.save(weights, folder / "good.pth")
+    torch.save(weights, folder / "legacy.pth", _use_new_zipfile_serialization=False)
+    good, legacy = (folder / "good.pth").read_bytes(), (folder / "legacy.pth").read_bytes()
+    noise = bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8))
+    contents = {
+        "truncated.pth": (good[: len(good) // 2], "not a complete checkpoint (truncated? still being written?)"),
+        "zero.pth": (b"", "is empty (0 bytes), not a complete checkpoint"),
+        "random.pth": (b"\x13" + noise, "not a PyTorch checkpoint"),
+        "random_zip.pth": (b"PK\x03\x04" + noise, "not a complete checkpoint"),  # torch: OSError [Errno 22]
+        "random_pickle.pth": (b"\x80\x02" + noise, "not a complete checkpoint"),  # used to say 'pickled objects'
+        "legacy_truncated.pth": (legacy[: len(legacy) // 2], "not a complete checkpoint"),
+    }
+    for name, (data, _) in contents.items():
+        (folder / name).write_bytes(data)
+    return {name: (folder / name, expected) for name, (_, expected) in contents.items()}
+
+
+def test_incomplete_or_foreign_files_get_one_clear_reason(tmp_path):
+    for name, (path, expected) in _broken_files(tmp_path).items():
+        with pytest.raises(ValueError) as e:
+            load_checkpoint(str(path))
+        message = str(e.value)
+        assert message.startswith(f"{path}: ") and expected in message, (name, message)
+        assert "\n" not in message and "pickled objects" not in message, (name, message)
+    assert load_checkpoint(str(tmp_path / "legacy.pth"))["iteration"] == 3  # the legacy format still loads
+
+
+def test_cli_prints_one_line_without_traceback_unless_debug(tmp_path, monkeypatch):
+    import runpy
+
+    broken = _broken_files(tmp_path)
+    tool = str(REPO / "tools" / "inspect_checkpoint.py")
+    for name in ("truncated.pth", "zero.pth", "random.pth"):
+        monkeypatch.setattr(sys, "argv", [tool, str(broken[name][0])])
+        with pytest.raises(SystemExit) as e:
+            runpy.run_path(tool, run_name="__main__")
+        assert isinstance(e.value.code, str) and broken[name][1] in e.value.code  # a string: exit status 1
+        assert str(broken[name][0]) in e.value.code and "\n" not in e.value.code
+    monkeypatch.setattr(sys, "argv", [tool, str(broken["truncated.pth"][0]), "--debug"])
+    with pytest.raises(ValueError, match="not a complete checkpoint"):  # --debug: the exception itself
+        runpy.run_path(tool, run_name="__main__")
+    # the real process: exactly one line on stderr, no traceback
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, tool, str(broken["truncated.pth"][0])], capture_output=True, text=True,
+                          env=env, cwd=REPO)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

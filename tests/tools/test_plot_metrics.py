@@ -57,3 +57,20 @@ def test_plot_metrics_tool_rejects_a_missing_file(tmp_path):
     )
     assert result.returncode != 0
     assert "nope.json does not exist" in result.stderr
+
+
+def test_a_resumed_run_logged_twice_draws_one_curve(tmp_path):
+    """metrics.json of a run resumed by an engine that appended: iterations 5-7 are logged again."""
+    first = [{"iteration": it, "total_loss": 10.0 - it, "lr": 0.1} for it in range(8)]
+    resumed = [{"iteration": it, "total_loss": 20.0 - it} for it in range(5, 12)]
+    (tmp_path / "metrics.json").write_text("\n".join(json.dumps(x) for x in first + resumed) + "\n")
+
+    series = read_metrics(str(tmp_path / "metrics.json"))
+    assert series["total_loss"] == [(it, 10.0 - it) for it in range(5)] + [(it, 20.0 - it) for it in range(5, 12)]
+    assert series["lr"] == [(it, 0.1) for it in range(8)]  # not logged again: kept
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "plot_metrics.py"), str(tmp_path), "--output", str(tmp_path / "p")],
+        capture_output=True, text=True, cwd=REPO, env=ENV,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "3 value(s) were logged again by a resumed run" in result.stderr

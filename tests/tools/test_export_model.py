@@ -1,0 +1,48 @@
+"""tools/export_model.py: a tiny checkpoint exported and verified from the command line; one-line errors."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.export.tiny_export import REAL_IMAGE, REPO, tiny_model_files
+
+
+def _run(*args):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, str(REPO / "tools" / "export_model.py"), *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_files(tmp_path_factory):
+    return tiny_model_files(tmp_path_factory.mktemp("export_cli"))
+
+
+@pytest.mark.slow
+def test_export_writes_onnx_and_sidecar_and_verifies_them(tiny_files, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the ONNX tests need the export extra: pip install -e .[export]")
+    config, _, _ = tiny_files
+    proc = _run("--config-file", config, "--output", tmp_path / "tiny.onnx", "--verify", REAL_IMAGE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sidecar = json.loads((tmp_path / "tiny.json").read_text(encoding="utf-8"))
+    assert sidecar["input"]["min_size_test"] == 160 and len(sidecar["vocabulary"]["characters"]) == 95
+    diffs = dict(re.findall(r"(pred_\w+) ([0-9.e+-]+)", proc.stdout))
+    assert set(diffs) == {"pred_logits", "pred_boxes", "pred_beziers", "pred_rec"}
+    assert all(float(v) <= 1e-3 for v in diffs.values()), proc.stdout
+    assert "selected tokens that differ: 0" in proc.stdout
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[False,True,True,True]"], "MODEL.RESNETS.DEFORM_ON_PER_STAGE"),
+    (["MODEL.WEIGHTS", ""], "MODEL.WEIGHTS is empty"),
+])
+def test_unexportable_configs_fail_with_one_line_naming_the_option(tiny_files, tmp_path, opts, message):
+    config, _, _ = tiny_files
+    proc = _run("--config-file", config, "--output", tmp_path / "x.onnx", "--opts", *opts)
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("export_model.py: error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "x.onnx").exists()
