@@ -31,6 +31,7 @@ def build_cfg(args):
         "INPUT.TEXT_CROP.ENABLED", "False", "INPUT.ROTATE.ENABLED", "False", "INPUT.COLOR_JITTER.ENABLED", "False",
         "INPUT.MIN_SIZE_TRAIN", f"({args.size},)", "INPUT.MAX_SIZE_TRAIN", str(2 * args.size),
         "INPUT.MIN_SIZE_TEST", str(args.size), "INPUT.MAX_SIZE_TEST", str(2 * args.size),
+        "MODEL.ESTS.DN.ENABLED", "True", "MODEL.ESTS.DN.NUMBER", "50",  # as docs/OVERFIT.md (the demo yaml turns DN off)
     ])
 
 

@@ -37,9 +37,15 @@ from ests_d2.evaluation.gt_zip import DONT_CARE, write_gt_zip
 from ests_d2.structures import bezier_to_polygon, load_vocabulary
 
 SYNTHETIC_DIRNAME = "synthetic_text"
-GENERATOR_VERSION = 3
-SPLITS = {"train": (200, 0), "test": (40, 1)}  # split -> (number of images, seed)
+GENERATOR_VERSION = 4
+SPLITS = {"train": (400, 0), "test": (40, 1)}  # split -> (number of images, seed)
 MAX_TEXT_LEN = 25
+# Small images, words 14-34 px high: large text relative to the image, so the demo's small model sees
+# readable glyphs at its coarse feature strides while every image stays cheap to train on (docs/DEMO.md).
+IMAGE_SHORT_SIDE = (192, 240)  # inclusive range, px
+WORD_HEIGHT = (14, 34)  # px, care words
+# P(upper case), P(capitalised); the rest lower case. Scoring ignores case, so each case is extra glyphs to learn.
+CASE_PROBS = (0.4, 0.3)
 
 WORDS = tuple(
     """
@@ -194,13 +200,13 @@ def render_synthetic_image(rng: np.random.Generator, return_masks: bool = False,
     """Render one image (words of ``language``: "en" or "vi").
 
     Returns:
-        image: (H, W, 3) uint8 RGB with short side in [256, 320].
+        image: (H, W, 3) uint8 RGB with short side in ``IMAGE_SHORT_SIDE``.
         instances: list of dicts with ``text`` (``"###"`` for don't care), ``beziers`` (16 floats,
             clockwise: top curve left->right, bottom right->left) and ``bbox_xywh`` (tight box of the
             true curved region).
         masks (only if ``return_masks``): per instance (H, W) uint8 coverage of the drawn glyphs.
     """
-    short = int(rng.integers(256, 321))
+    short = int(rng.integers(IMAGE_SHORT_SIDE[0], IMAGE_SHORT_SIDE[1] + 1))
     long_side = int(short * rng.uniform(1.0, 1.5))
     h, w = (short, long_side) if rng.random() < 0.7 else (long_side, short)
     image = _background(rng, h, w)
@@ -262,14 +268,14 @@ def _pick_word(rng: np.random.Generator, language: str = "en") -> str:
     else:
         word = str(rng.choice(VIETNAMESE_WORDS))
     case = rng.random()
-    return word.upper() if case < 0.4 else word.capitalize() if case < 0.7 else word
+    return word.upper() if case < CASE_PROBS[0] else word.capitalize() if case < sum(CASE_PROBS) else word
 
 
 def _hershey_strip(rng, text: str, dont_care: bool) -> np.ndarray:
     """The word drawn white on black with an OpenCV Hershey font (ASCII only), tight with a small margin."""
     font = int(rng.choice(_FONTS)) | (cv2.FONT_ITALIC if rng.random() < 0.2 else 0)
     thickness = int(rng.integers(1, 3))
-    target_height = rng.uniform(7, 10) if dont_care else rng.uniform(14, 34)
+    target_height = rng.uniform(7, 10) if dont_care else rng.uniform(*WORD_HEIGHT)
     scale = target_height / cv2.getTextSize("Hg", font, 1.0, thickness)[0][1]
     (tw, th), baseline = cv2.getTextSize(text, font, scale, thickness)
     pad = thickness + 2  # keeps antialiased glyph edges strictly inside the labelled region
@@ -281,7 +287,7 @@ def _hershey_strip(rng, text: str, dont_care: bool) -> np.ndarray:
 def _truetype_strip(rng, text: str, dont_care: bool) -> np.ndarray:
     """The word drawn with one of matplotlib's DejaVu fonts (PIL), tight around its ink incl. diacritics."""
     font_file = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", str(rng.choice(_TRUETYPE_FONTS)))
-    target_height = rng.uniform(7, 10) if dont_care else rng.uniform(14, 34)
+    target_height = rng.uniform(7, 10) if dont_care else rng.uniform(*WORD_HEIGHT)
     font = ImageFont.truetype(font_file, max(6, int(round(target_height * 1.3))))
     left, top, right, bottom = font.getbbox(text)
     pad = 3  # keeps antialiased glyph edges strictly inside the labelled region

@@ -30,7 +30,7 @@ def test_same_seed_gives_identical_files(tmp_path):
 def test_labels_are_exact(index):
     image, instances, masks = synthetic.render_synthetic_image(np.random.default_rng([0, index]), return_masks=True)
     h, w = image.shape[:2]
-    assert 256 <= min(h, w) <= 320 and image.dtype == np.uint8
+    assert synthetic.IMAGE_SHORT_SIDE[0] <= min(h, w) <= synthetic.IMAGE_SHORT_SIDE[1] and image.dtype == np.uint8
     assert instances, "every image gets at least one word"
     for inst, coverage in zip(instances, masks):
         glyphs = coverage >= 128
@@ -75,7 +75,7 @@ def test_eval_gt_zip_and_json_agree(tmp_path):
             assert Polygon(points).exterior.is_ccw != Polygon(poly).exterior.is_ccw  # orientation flipped
     dicts = load_text_json(paths["json_file"], paths["image_root"], "synthetic")
     assert [d["image_id"] for d in dicts] == [1, 2, 3, 4, 5]
-    assert all(d["height"] >= 256 and d["width"] >= 256 for d in dicts)
+    assert all(min(d["height"], d["width"]) >= synthetic.IMAGE_SHORT_SIDE[0] for d in dicts)
 
 
 def test_ensure_generates_once_and_regenerates_stale_caches(tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ def _cfg(output_dir):
             "INPUT.MIN_SIZE_TRAIN", (64, 80), "INPUT.MAX_SIZE_TRAIN", 160,
             "MODEL.ESTS.HIDDEN_DIM", 256, "MODEL.ESTS.DIM_FEEDFORWARD", 256,
             "MODEL.ESTS.NUM_QUERIES", 10, "MODEL.ESTS.NUM_SELECT", 10, "MODEL.ESTS.DN.NUMBER", 2,
+            "MODEL.ESTS.DN.ENABLED", True, "INPUT.ROTATE.ENABLED", True,  # pinned: the demo yaml uses 2 DN groups and no rotation
             "MODEL.ESTS.ENC_LAYERS", 1, "MODEL.ESTS.DEC_LAYERS", 2,
             "SOLVER.IMS_PER_BATCH", 1, "SOLVER.MAX_ITER", 2, "SOLVER.STEPS", (), "SOLVER.CHECKPOINT_PERIOD", 1,
             "SOLVER.LOG_PERIOD", 1, "SOLVER.CLIP_GRADIENTS.ENABLED", True,
