@@ -83,40 +83,14 @@ def main(argv=None):
         peak = f"{result['peak_bytes'] / GIB:.2f} GiB" if "error" not in result else f"failed: {result['error']}"
         tqdm.tqdm.write(f"{case} {height}x{width} x{images}: {peak}")
 
-    rows = []
-    for r in results:
-        if "error" in r:
-            rows.append([r["case"], r["short_side"], f"{r['height']}x{r['width']}", r["images"], "failed", "-",
-                         r["error"][:60]])
-        else:
-            rows.append([r["case"], r["short_side"], f"{r['height']}x{r['width']}", r["images"],
-                         f"{r['peak_bytes'] / GIB:.2f}", f"{r['seconds_per_step']:.2f}", r["device"]])
-    headers = ["case", "short", "HxW", "imgs", "peak GiB", "s/step", "device"]
     print(f"\n{args.config_file}: {args.instances} instances per image, measured with {results[0].get('measure', '?')}")
-    print(format_table(rows, headers))
+    print(format_table(_measurement_rows(results), ["case", "short", "HxW", "imgs", "peak GiB", "s/step", "device"]))
 
     plan = {"config_file": args.config_file, "opts": args.opts, "images_per_gpu": images, "max_size_train": max_size,
             "min_size_train": short_sides, "instances": args.instances, "measurements": results}
     budget = parse_bytes(args.budget) if args.budget else None
     if budget:
-        plan["budget_bytes"] = budget
-        plan["headroom"] = args.headroom
-        plan["recommendations"] = {}
-        print(f"\nBudget {budget / GIB:.1f} GiB, keeping {args.headroom:.0%} headroom; rule: peak memory interpolated "
-              "piecewise-linearly in batch pixel count (images x H x W) on the measured points, extended linearly "
-              "beyond them; worst-case image for MAX_SIZE_TRAIN M = min(max(MIN_SIZE_TRAIN), M) x M.")
-        rec_rows = []
-        for case in args.cases:
-            rec = recommend([r for r in results if r["case"] == case], budget, short_sides, max_size, images,
-                            headroom=args.headroom)
-            plan["recommendations"][case] = rec
-            if "error" in rec:
-                rec_rows.append([case, "-", "-", "-", rec["error"]])
-            else:
-                rec_rows.append([case, "yes" if rec["fits_configured"] else "NO", rec["max_size_train"] or "-",
-                                 "-" if rec["images_per_gpu"] is None else rec["images_per_gpu"], rec.get("note", "")])
-        print(format_table(rec_rows, ["case", f"fits {images} img @ {max_size}",
-                                      f"largest MAX_SIZE_TRAIN @ {images} img", f"most img @ {max_size}", "note"]))
+        _print_recommendations(args, plan, results, budget, short_sides, max_size, images)
 
     curve_path = os.path.join(args.output, "memory_curve.png")
     plot_memory_curve(results, curve_path, budget_bytes=budget,
@@ -125,6 +99,40 @@ def main(argv=None):
         json.dump(plan, f, indent=1)
     print(f"\nwrote {curve_path} and {os.path.join(args.output, 'memory_plan.json')}")
     return plan
+
+
+def _measurement_rows(results):
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["case"], r["short_side"], f"{r['height']}x{r['width']}", r["images"], "failed", "-",
+                         r["error"][:60]])
+        else:
+            rows.append([r["case"], r["short_side"], f"{r['height']}x{r['width']}", r["images"],
+                         f"{r['peak_bytes'] / GIB:.2f}", f"{r['seconds_per_step']:.2f}", r["device"]])
+    return rows
+
+
+def _print_recommendations(args, plan, results, budget, short_sides, max_size, images):
+    """Add the budget's recommendations to ``plan`` and print them as a table."""
+    plan["budget_bytes"] = budget
+    plan["headroom"] = args.headroom
+    plan["recommendations"] = {}
+    print(f"\nBudget {budget / GIB:.1f} GiB, keeping {args.headroom:.0%} headroom; rule: peak memory interpolated "
+          "piecewise-linearly in batch pixel count (images x H x W) on the measured points, extended linearly "
+          "beyond them; worst-case image for MAX_SIZE_TRAIN M = min(max(MIN_SIZE_TRAIN), M) x M.")
+    rec_rows = []
+    for case in args.cases:
+        rec = recommend([r for r in results if r["case"] == case], budget, short_sides, max_size, images,
+                        headroom=args.headroom)
+        plan["recommendations"][case] = rec
+        if "error" in rec:
+            rec_rows.append([case, "-", "-", "-", rec["error"]])
+        else:
+            rec_rows.append([case, "yes" if rec["fits_configured"] else "NO", rec["max_size_train"] or "-",
+                             "-" if rec["images_per_gpu"] is None else rec["images_per_gpu"], rec.get("note", "")])
+    print(format_table(rec_rows, ["case", f"fits {images} img @ {max_size}",
+                                  f"largest MAX_SIZE_TRAIN @ {images} img", f"most img @ {max_size}", "note"]))
 
 
 if __name__ == "__main__":

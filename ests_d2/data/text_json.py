@@ -170,23 +170,10 @@ def load_text_json(
                 f"{json_file}: annotation id {ann.get('id')} (image_id {ann['image_id']})")
     dataset_dicts = []
     for img_id in sorted(coco.imgs):
-        img = coco.imgs[img_id]
-        for key in ("file_name", "height", "width"):
-            if key not in img:
-                raise TextAnnotationError(f"{_where(json_file, img)}: missing field '{key}'")
-        height, width = int(img["height"]), int(img["width"])
-        record = {
-            "file_name": os.path.join(image_root, img["file_name"]),
-            "image_id": img_id,
-            "height": height,
-            "width": width,
-        }
-        annotations = []
-        for ann in coco.imgToAnns.get(img_id, []):
-            obj = _convert_annotation(json_file, img, ann, voc_size, max_text_len, pad_id, skipped, cut)
-            if obj is not None:
-                annotations.append(obj)
-        record["annotations"] = annotations
+        record = _image_record(json_file, image_root, coco.imgs[img_id])
+        converted = (_convert_annotation(json_file, coco.imgs[img_id], ann, voc_size, max_text_len, pad_id, skipped,
+                                         cut) for ann in coco.imgToAnns.get(img_id, []))
+        record["annotations"] = [obj for obj in converted if obj is not None]
         dataset_dicts.append(record)
 
     source = f"{json_file} (dataset '{dataset_name}')" if dataset_name else json_file
@@ -202,6 +189,15 @@ def load_text_json(
     num_instances = sum(len(d["annotations"]) for d in dataset_dicts)
     logger.info(f"Loaded {len(dataset_dicts)} images, {num_instances} text instances from {json_file}")
     return dataset_dicts
+
+
+def _image_record(json_file: str, image_root: str, img: Dict) -> Dict:
+    """The dataset dict of one ``images[]`` entry, without its annotations."""
+    for key in ("file_name", "height", "width"):
+        if key not in img:
+            raise TextAnnotationError(f"{_where(json_file, img)}: missing field '{key}'")
+    return {"file_name": os.path.join(image_root, img["file_name"]), "image_id": img["id"],
+            "height": int(img["height"]), "width": int(img["width"])}
 
 
 def _numbers(where: str, ann: Dict, key: str, expected: int) -> np.ndarray:

@@ -95,68 +95,17 @@ def _find_scheduler(data: Dict) -> Optional[Dict[str, Any]]:
 
 def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
     """A plain summary: format, keys, iteration, parameters, optimizer, AMP, RNG, data position, resume verdict."""
-    if "model" in data and isinstance(data["model"], dict):
-        weights = data["model"]
-    elif _is_state_dict(data):
-        weights = data
-    else:
-        raise ValueError(f"no model weights found (neither a 'model' entry nor a bare state_dict); "
-                         f"top-level keys: {sorted(map(str, data))}")
-    names = list(weights)
-    # The official backbone is a torchvision ResNet under "backbone.0.body."; ours is detectron2's
-    # ("backbone.stem", "backbone.res2"...). The transformer names are the same in both, so they cannot tell.
-    official_names = any(n.startswith("backbone.0.body.") for n in names)
-    if official_names or {"epoch", "args", "lr_scheduler"} & set(data):
-        fmt = "official ESTS checkpoint" if "model" in data else "official ESTS state_dict (bare)"
-    elif "model" in data:
-        fmt = "ests-d2 / detectron2 checkpoint"
-    else:
-        fmt = "bare state_dict"
-
-    # Aliased tensors (the official shared heads) share storage: count each storage once.
-    seen, total = set(), 0
-    for t in weights.values():
-        if torch.is_tensor(t) and t.is_floating_point():
-            key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
-            if key not in seen:
-                seen.add(key)
-                total += t.numel()
-
+    weights, fmt = _weights_and_format(data)
     summary: Dict[str, Any] = {
         "format": fmt,
         "top_level_keys": sorted(data) if "model" in data else ["<state_dict>"],
-        "tensors": len(names),
-        "parameters_and_buffers": total,
+        "tensors": len(weights),
+        "parameters_and_buffers": _unique_element_count(weights),
     }
     trainer = data.get("trainer")
     summary["iteration"] = data.get("iteration", trainer.get("iteration") if isinstance(trainer, dict) else None)
     summary["epoch"] = data.get("epoch")
-
-    optimizer = _find(data, "optimizer")
-    if optimizer and isinstance(optimizer[1], dict) and "param_groups" in optimizer[1]:
-        opt = optimizer[1]
-        state = opt.get("state", {})
-        first = next(iter(state.values()), {})
-        moments = "exp_avg" in first
-        decoupled = any(g.get("decoupled_weight_decay") for g in opt["param_groups"])
-        if moments:
-            kind = "AdamW" if decoupled else "Adam/AdamW"
-        else:
-            kind = "SGD" if "momentum_buffer" in first else "unknown"
-        summary["optimizer"] = {
-            "where": optimizer[0],
-            "type": kind,
-            "learning_rates": [g.get("lr") for g in opt["param_groups"]],
-            "weight_decay": [g.get("weight_decay") for g in opt["param_groups"]],
-            "params_per_group": [len(g.get("params", [])) for g in opt["param_groups"]],
-            "steps_taken": int(first["step"]) if "step" in first else None,
-        }
-        # Moments have the shape of their parameter: their size is the trainable parameter count.
-        summary["trainable_parameters"] = sum(s["exp_avg"].numel() for s in state.values() if "exp_avg" in s) or None
-    else:
-        summary["optimizer"] = None
-        summary["trainable_parameters"] = None
-
+    summary["optimizer"], summary["trainable_parameters"] = _optimizer_summary(data)
     scaler = _find(data, "grad_scaler")
     has_scale = scaler and isinstance(scaler[1], dict) and "scale" in scaler[1]
     summary["grad_scaler_scale"] = float(scaler[1]["scale"]) if has_scale else None
@@ -177,6 +126,65 @@ def describe_checkpoint(data: Dict[str, Any]) -> Dict[str, Any]:
         summary["official_args"] = {k: getattr(args, k) for k in wanted if hasattr(args, k)}
     summary["resume"] = resume_verdict(summary)
     return summary
+
+
+def _weights_and_format(data: Dict[str, Any]):
+    """(the model's state dict, what kind of file holds it)."""
+    if "model" in data and isinstance(data["model"], dict):
+        weights = data["model"]
+    elif _is_state_dict(data):
+        weights = data
+    else:
+        raise ValueError(f"no model weights found (neither a 'model' entry nor a bare state_dict); "
+                         f"top-level keys: {sorted(map(str, data))}")
+    # The official backbone is a torchvision ResNet under "backbone.0.body."; ours is detectron2's
+    # ("backbone.stem", "backbone.res2"...). The transformer names are the same in both, so they cannot tell.
+    official_names = any(n.startswith("backbone.0.body.") for n in weights)
+    if official_names or {"epoch", "args", "lr_scheduler"} & set(data):
+        fmt = "official ESTS checkpoint" if "model" in data else "official ESTS state_dict (bare)"
+    elif "model" in data:
+        fmt = "ests-d2 / detectron2 checkpoint"
+    else:
+        fmt = "bare state_dict"
+    return weights, fmt
+
+
+def _unique_element_count(weights: Dict[str, Any]) -> int:
+    """Floating-point elements; aliased tensors (the official shared heads) share storage: each counted once."""
+    seen, total = set(), 0
+    for t in weights.values():
+        if torch.is_tensor(t) and t.is_floating_point():
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), t.numel())
+            if key not in seen:
+                seen.add(key)
+                total += t.numel()
+    return total
+
+
+def _optimizer_summary(data: Dict[str, Any]):
+    """(optimizer summary or None, trainable parameter count or None)."""
+    optimizer = _find(data, "optimizer")
+    if not (optimizer and isinstance(optimizer[1], dict) and "param_groups" in optimizer[1]):
+        return None, None
+    opt = optimizer[1]
+    state = opt.get("state", {})
+    first = next(iter(state.values()), {})
+    if "exp_avg" in first:
+        decoupled = any(g.get("decoupled_weight_decay") for g in opt["param_groups"])
+        kind = "AdamW" if decoupled else "Adam/AdamW"
+    else:
+        kind = "SGD" if "momentum_buffer" in first else "unknown"
+    summary = {
+        "where": optimizer[0],
+        "type": kind,
+        "learning_rates": [g.get("lr") for g in opt["param_groups"]],
+        "weight_decay": [g.get("weight_decay") for g in opt["param_groups"]],
+        "params_per_group": [len(g.get("params", [])) for g in opt["param_groups"]],
+        "steps_taken": int(first["step"]) if "step" in first else None,
+    }
+    # Moments have the shape of their parameter: their size is the trainable parameter count.
+    trainable = sum(s["exp_avg"].numel() for s in state.values() if "exp_avg" in s) or None
+    return summary, trainable
 
 
 def resume_verdict(summary: Dict[str, Any]) -> str:
