@@ -114,3 +114,16 @@ def test_half_precision_outputs_are_matched_in_float32():
     assert cost.dtype == torch.float32 and torch.isfinite(cost).all()
     full = matcher({"pred_logits": logits, "pred_boxes": boxes}, targets)
     assert [t.tolist() for t in matcher(half, targets)[0]] == [t.tolist() for t in full[0]] == [[0, 2], [0, 1]]
+
+
+def test_giou_accepts_zero_area_boxes_and_names_inverted_ones():
+    # a sigmoid-predicted box can collapse to zero width or height: still a box (the +1e-6 keeps GIoU finite)
+    flat = torch.tensor([[0.2, 0.3, 0.2, 0.5], [0.1, 0.4, 0.6, 0.4]])
+    normal = torch.tensor([[0.1, 0.1, 0.5, 0.5]])
+    for boxes1, boxes2 in ((flat, normal), (normal, flat)):
+        giou = generalized_box_iou(boxes1, boxes2)
+        assert giou.shape == (len(boxes1), len(boxes2)) and torch.isfinite(giou).all()
+    inverted = torch.tensor([[0.5, 0.1, 0.1, 0.5]])
+    for boxes1, boxes2 in ((inverted, normal), (normal, inverted)):
+        with pytest.raises(ValueError, match=r"^generalized_box_iou needs boxes with x1 >= x0 and y1 >= y0$"):
+            generalized_box_iou(boxes1, boxes2)
