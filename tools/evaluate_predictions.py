@@ -179,7 +179,7 @@ def _score_script_protocol(args, protocol, images, gt):
     tasks = TASKS[args.task or "both"]
     results = evaluate_script_protocol(images, gt, protocol, tasks, args.det_threshold, args.rec_confidence,
                                        args.word_spotting, args.output_dir)
-    return results, None, False
+    return {"protocol": protocol, "results": results}, None, False
 
 
 def _score_txt(args, gt, progress):
@@ -217,10 +217,12 @@ def evaluate(args):
     is_json = os.path.isfile(args.predictions) and args.predictions.lower().endswith(".json")
     results, labels, as_given = (_score_json if is_json else _score_txt)(args, gt, progress)
     if labels is None:  # a non-Latin protocol: plain metric blocks
+        metrics_by_run = results["results"]
         record = {"predictions": args.predictions, "input": "neutral JSON", "gt_zip": args.gt_zip,
-                  "protocol": args.dataset or "from the JSON", "runs": [{"run": k, "blocks": {k: v}} for k, v in
-                                                                          results.items()]}
-        rows = [[run, metric, f"{value:.4f}"] for run, metrics in results.items() for metric, value in metrics.items()]
+                  "protocol": results["protocol"],
+                  "runs": [{"run": k, "blocks": {k: v}} for k, v in metrics_by_run.items()]}
+        rows = [[run, metric, f"{value:.4f}"] for run, metrics in metrics_by_run.items()
+                for metric, value in metrics.items()]
         return record, rows, False
     if args.per_image:
         rows = [row for r, label in zip(results, labels) for row in report.image_rows(r, gt, label)]

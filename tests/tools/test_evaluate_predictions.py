@@ -260,7 +260,9 @@ def test_rec_ids_decode_with_the_chosen_vocabulary_and_script_protocols_score(tm
                                  "images": [{"image_id": 1, "instances": records}]}), encoding="utf-8")
     code, out, err = run(capsys, preds, "--gt-zip", gt_zip, "--vocabulary", "vintext", "--json")
     assert code == 0, err
-    blocks = {r["run"]: r["blocks"][r["run"]] for r in json.loads(out)["runs"]}
+    report = json.loads(out)
+    assert report["protocol"] == "vintext"  # named by the JSON's 'dataset' field, no --dataset given
+    blocks = {r["run"]: r["blocks"][r["run"]] for r in report["runs"]}
     assert blocks["text_det"]["recall"] == 1.0
     assert blocks["text_e2e"]["recall"] == 0.5  # "Hàng" read with its diacritics; "Dan" is not "Đàn"
     # the same ids decoded as English give other texts: nothing matches end to end
