@@ -10,6 +10,8 @@ from typing import Callable, Mapping, Tuple, Type, Union
 # The errors a user causes and can fix (a bad option value, a missing or malformed file); the project raises
 # them with messages written for the user, so they are printed as they are.
 INPUT_ERRORS = (ValueError, OSError)
+# detectron2's config loading (yacs under it) asserts: a missing --config-file, an unknown key or odd list in --opts
+CONFIG_ERRORS = (AssertionError,)
 EXIT_FAILURE = 1  # an error no tool listed: most likely a bug, reported with its type
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, what a shell reports for a command the signal killed
 DEBUG_HINT = "(--debug shows the traceback)"
