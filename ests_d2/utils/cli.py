@@ -1,8 +1,8 @@
-"""How every command-line tool in ``tools/`` reports a failure: one line on stderr, ``<prog>: error: <message>``
+"""How the command-line tools in ``tools/`` report a failure: one line on stderr, ``<prog>: error: <message>``
 (the form argparse uses for a wrong command line), and a non-zero exit status; the traceback only with --debug.
 
-The standard library only: the torch-free tools (evaluate_predictions, demo_report, prepare_dataset) import this
-before they parse their command line, and --help must stay quick there.
+The standard library only: evaluate_predictions and demo_report import this before they parse their command line,
+and must answer --help (and evaluate_predictions score) without importing torch.
 """
 import sys
 from typing import Callable, Mapping, Tuple, Type, Union
