@@ -21,6 +21,7 @@ from detectron2.data.detection_utils import read_image
 from ests_d2.config import load_ests_config
 from ests_d2.engine.launch import available_device
 from ests_d2.engine.predictor import TextSpotterPredictor, detections_to_instances
+from ests_d2.utils.cli import CONFIG_ERRORS, INPUT_ERRORS, run_cli
 from ests_d2.utils.visualization import TextPainter, draw_text_instances, instances_to_records, write_prediction_json
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -57,7 +58,7 @@ def build_predictor(args):
     return TextSpotterPredictor(cfg, score_threshold=args.confidence_threshold)
 
 
-def main():
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", help="ESTS config (PyTorch inference)")
     parser.add_argument("--onnx", help="model exported by tools/export_model.py (its .json sidecar beside it)")
@@ -68,13 +69,7 @@ def main():
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")
     args = parser.parse_args()
-    try:
-        run(args)
-    except Exception as err:  # a one-line error for the command line, the traceback with --debug
-        if args.debug:
-            raise
-        print(f"demo.py: error: {err}", file=sys.stderr)
-        sys.exit(1)
+    return run_cli("demo.py", lambda: run(args), debug=args.debug, user_errors={(*INPUT_ERRORS, *CONFIG_ERRORS): 1})
 
 
 def run(args):
@@ -98,4 +93,4 @@ def run(args):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,6 +12,8 @@ import argparse
 import os
 import sys
 
+from ests_d2.utils.cli import INPUT_ERRORS, run_cli
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,14 +47,9 @@ def report(args) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        print(report(args))
-    except Exception as e:  # one line for the user; the traceback is there with --debug
-        if args.debug:
-            raise
-        print(f"demo_report.py: error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
-        return 1
-    return 0
+    # KeyError: an unregistered --dataset (report's own message, and DatasetCatalog's)
+    return run_cli("demo_report.py", lambda: print(report(args)), debug=args.debug,
+                   user_errors={(*INPUT_ERRORS, KeyError): 1})
 
 
 if __name__ == "__main__":

@@ -22,6 +22,8 @@ import logging
 import os
 import sys
 
+from ests_d2.utils.cli import INPUT_ERRORS, run_cli
+
 # The project's modules (numpy, shapely, rapidfuzz...) are imported inside the functions that need them, so
 # that --help and command-line mistakes answer in ~0.1 s instead of ~1 s.
 
@@ -262,16 +264,8 @@ def print_report(result: dict, table, note: bool, as_json: bool) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, stream=sys.stderr, format="%(message)s")
-    try:
-        result, table, note = evaluate(args)
-    except Exception as e:  # one line for the user; the traceback is there with --debug
-        if args.debug:
-            raise
-        message = " ".join(str(e).split()) or type(e).__name__
-        print(f"evaluate_predictions.py: error: {message}", file=sys.stderr)
-        return 2 if isinstance(e, UsageError) else 1
-    print_report(result, table, note, args.json)
-    return 0
+    return run_cli("evaluate_predictions.py", lambda: print_report(*evaluate(args), args.json), debug=args.debug,
+                   user_errors={UsageError: 2, INPUT_ERRORS: 1})
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ Examples:
 import argparse
 import sys
 
+from ests_d2.utils.cli import CONFIG_ERRORS, INPUT_ERRORS, run_cli
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,16 +68,12 @@ def export(args):
               + f"; selected tokens that differ: {int(worst['topk_index'])}")
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        export(args)
-    except Exception as err:  # a one-line error for the command line, the traceback with --debug
-        if args.debug:
-            raise
-        print(f"export_model.py: error: {type(err).__name__}: {err}", file=sys.stderr)
-        sys.exit(1)
+    # ExportError, an option that cannot be exported, is a ValueError
+    return run_cli("export_model.py", lambda: export(args), debug=args.debug,
+                   user_errors={(*INPUT_ERRORS, *CONFIG_ERRORS): 1})
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,27 +5,29 @@ import json
 import sys
 
 from ests_d2.utils.checkpoint_inspection import describe_checkpoint, load_checkpoint
+from ests_d2.utils.cli import INPUT_ERRORS, run_cli
 
 
-def main():
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("checkpoint", help="a .pth file")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    return run_cli("inspect_checkpoint.py", lambda: print_summary(summarize(args.checkpoint), args.json),
+                   debug=args.debug, user_errors={INPUT_ERRORS: 1})
+
+
+def summarize(path: str) -> dict:
+    checkpoint = load_checkpoint(path)  # its errors name the file
     try:
-        summary = describe_checkpoint(load_checkpoint(args.checkpoint))
-    except Exception as e:  # one line for whoever runs the tool; the traceback only on request
-        if args.debug:
-            raise
-        lines = str(e).strip().splitlines()
-        message = lines[0] if lines else type(e).__name__
-        if not isinstance(e, (ValueError, OSError)):
-            message = f"{type(e).__name__}: {message}"
-        if args.checkpoint not in message:
-            message = f"{args.checkpoint}: {message}"
-        sys.exit(f"{parser.prog}: error: {message} (--debug shows the traceback)")
-    if args.json:
+        return describe_checkpoint(checkpoint)
+    except ValueError as e:  # about what the file holds: say which file
+        raise ValueError(f"{path}: {e}") from e
+
+
+def print_summary(summary: dict, as_json: bool) -> None:
+    if as_json:
         print(json.dumps(summary, indent=1))
         return
     width = max(len(k) for k in summary)
@@ -36,4 +38,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

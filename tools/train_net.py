@@ -25,6 +25,7 @@ import ests_d2.modeling  # noqa: F401  (registers the ESTS meta-architecture)
 from ests_d2.config import load_ests_config
 from ests_d2.engine import AtomicDetectionCheckpointer, Trainer, launch
 from ests_d2.engine.resume_config import ConfigChangeRefused, resolve_resumed_config
+from ests_d2.utils.cli import print_error
 
 logger = logging.getLogger("ests_d2")
 
@@ -67,8 +68,8 @@ def invoke_main(trainer_cls=Trainer):
         # Once, before any process starts, so that every process trains with the same config.
         try:
             args.opts = resolve_resumed_config(args.config_file, args.opts, args.allow_config_change)
-        except ConfigChangeRefused as e:
-            print(f"train_net.py: {e}", file=sys.stderr)
+        except ConfigChangeRefused as e:  # not run_cli: the refusal lists one changed key a line, kept as lines
+            print_error("train_net.py", str(e))
             sys.exit(2)
     launch(
         main,

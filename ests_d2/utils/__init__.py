@@ -1,1 +1,1 @@
-"""Helpers behind the command-line tools (plots, checkpoint inspection, memory planning)."""
+"""Helpers behind the command-line tools (error reporting, plots, checkpoint inspection, memory planning)."""

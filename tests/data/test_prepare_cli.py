@@ -7,6 +7,7 @@ import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 
+from ests_d2.data.preparation import cli as prepare_cli
 from ests_d2.data.preparation.cli import main as prepare_main
 from ests_d2.data.preparation.pairing import assign_image_ids
 from ests_d2.data.preparation.prepare import prepare_dataset
@@ -72,11 +73,27 @@ def test_cli_errors_are_one_line_naming_file_and_line(tmp_path, capsys):
     code = prepare_main(["icdar2015", "--images", str(images), "--annotations", str(gts), "--out", str(tmp_path / "o"),
                       "--name", "x"])
     err = capsys.readouterr().err
-    assert code == 1 and err.count("\n") == 1
-    assert err.startswith(f"error: {gts / 'gt_img_1.txt'}:2: coordinates must be numbers")
+    assert code == 1
+    assert err == (f"prepare_dataset.py: error: {gts / 'gt_img_1.txt'}:2: coordinates must be numbers, got "
+                   "['10', '10', '60', 'x', '60', '30', '10', '30']\n")
     with pytest.raises(NativeFormatError):
         prepare_main(["icdar2015", "--images", str(images), "--annotations", str(gts), "--out", str(tmp_path / "o"),
                    "--name", "x", "--debug"])
+
+
+def test_cli_an_unexpected_error_is_one_line_naming_its_type(tmp_path, capsys, monkeypatch):
+    images, gts = _ic15_folder(tmp_path, {1: [f"{QUAD},fine"]})
+
+    def broken(*_, **__):
+        raise RuntimeError("a bug, not the input's fault")
+
+    monkeypatch.setattr(prepare_cli, "prepare_dataset", broken)
+    argv = ["icdar2015", "--images", str(images), "--annotations", str(gts), "--out", str(tmp_path / "o"), "--name", "x"]
+    assert prepare_main(argv) == 1  # it used to end in a traceback: only input errors were caught
+    assert capsys.readouterr().err == ("prepare_dataset.py: error: RuntimeError: a bug, not the input's fault "
+                                       "(--debug shows the traceback)\n")
+    with pytest.raises(RuntimeError):
+        prepare_main(argv + ["--debug"])
 
 
 def test_custom_dictionary_goes_through_the_vocabulary(tmp_path, capsys):

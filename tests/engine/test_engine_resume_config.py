@@ -1,5 +1,7 @@
 """Unit level: how a changed config on --resume is classified, and which preemption signals are accepted."""
 import signal
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,6 +61,24 @@ def test_an_unreadable_saved_config_is_named(tmp_path):
     (tmp_path / "out" / "config.yaml").write_text("SOLVER: [unclosed")
     with pytest.raises(ConfigChangeRefused, match=r"config.yaml: unreadable"):
         resolve_resumed_config(str(config), [], allow_changes=False)
+
+
+def test_train_net_refuses_with_an_error_line_and_exit_status_2(tmp_path, monkeypatch, capsys):
+    config = _trained_run(tmp_path)
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "tools"))
+    import train_net
+
+    monkeypatch.setattr(sys, "argv", ["train_net.py", "--config-file", str(config), "--resume", "SEED", "8"])
+    with pytest.raises(SystemExit) as e:  # refused before any process starts
+        train_net.invoke_main()
+    assert e.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"train_net.py: error: --resume with a config that differs from {tmp_path / 'out' / 'config.yaml'} in 1 "
+        "key(s):",
+        "  SEED: 7 -> 8: would not take effect (the checkpoint restores it): kept at the saved value",
+        "Refused (SEED); pass --allow-config-change to resume anyway with the effects listed, or train in a new "
+        "OUTPUT_DIR with MODEL.WEIGHTS set to the checkpoint.",
+    ]
 
 
 def test_preemption_signals_are_parsed_and_bad_names_rejected():

@@ -94,5 +94,14 @@ def test_tool_prints_the_summary_line_for_a_registered_dataset(tmp_path, capsys)
 
 def test_tool_error_is_one_line_when_the_run_was_not_evaluated(tmp_path, capsys):
     assert demo_report_tool.main([str(tmp_path), "--dataset", "synthetic_text_test"]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("demo_report.py: error: ") and "text_predictions.json" in err[0]
+    predictions = tmp_path / "inference" / "synthetic_text_test" / "text_predictions.json"
+    assert capsys.readouterr().err == (f"demo_report.py: error: {predictions} does not exist: has the run been "
+                                       "evaluated on synthetic_text_test?\n")
+
+
+def test_tool_error_names_an_unregistered_dataset_without_quotes(tmp_path, capsys):
+    predictions = tmp_path / "inference" / "no_such_set" / "text_predictions.json"
+    predictions.parent.mkdir(parents=True)
+    predictions.write_text("{}")
+    assert demo_report_tool.main([str(tmp_path), "--dataset", "no_such_set"]) == 1
+    assert capsys.readouterr().err == "demo_report.py: error: --dataset no_such_set: not a registered dataset\n"

@@ -36,13 +36,15 @@ def test_export_writes_onnx_and_sidecar_and_verifies_them(tiny_files, tmp_path):
 
 
 @pytest.mark.parametrize("opts, message", [
-    (["MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[False,True,True,True]"], "MODEL.RESNETS.DEFORM_ON_PER_STAGE"),
-    (["MODEL.WEIGHTS", ""], "MODEL.WEIGHTS is empty"),
+    (["MODEL.RESNETS.DEFORM_ON_PER_STAGE", "[False,True,True,True]"], "MODEL.RESNETS.DEFORM_ON_PER_STAGE enables "
+     "deformable convolutions, a detectron2 C++ op with no ONNX equivalent: export a model without them"),
+    (["MODEL.WEIGHTS", ""], "MODEL.WEIGHTS is empty: pass the trained weights (--opts MODEL.WEIGHTS model.pth)"),
+    (["MODEL.NO_SUCH_KEY", "1"], "Non-existent key: MODEL.NO_SUCH_KEY"),  # yacs asserts: a user error all the same
 ])
 def test_unexportable_configs_fail_with_one_line_naming_the_option(tiny_files, tmp_path, opts, message):
     config, _, _ = tiny_files
     proc = _run("--config-file", config, "--output", tmp_path / "x.onnx", "--opts", *opts)
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("export_model.py: error:")]
-    assert len(errors) == 1 and message in errors[0] and "Traceback" not in proc.stderr, proc.stderr
+    assert errors == [f"export_model.py: error: {message}"] and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "x.onnx").exists()

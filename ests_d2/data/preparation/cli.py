@@ -6,12 +6,12 @@ the file and line, and exit status 1 (``--debug`` re-raises for the traceback).
 import argparse
 import json
 import os
-import sys
 
 from ests_d2.structures import CharVocabulary
+from ests_d2.utils.cli import INPUT_ERRORS, run_cli
 
 from .prepare import DEFAULT_BAD_FIT_RATIO, prepare_dataset
-from .readers import FORMATS, NativeFormatError
+from .readers import FORMATS
 from .writers import format_summary, summary_dict, update_manifest, write_coco_json, write_eval_gt
 
 
@@ -91,12 +91,6 @@ def run(args) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (NativeFormatError, ValueError, OSError) as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    # NativeFormatError is a ValueError: a malformed annotation file is an input error like the others
+    return run_cli("prepare_dataset.py", lambda: run(args), debug=args.debug, user_errors={INPUT_ERRORS: 1})
 
