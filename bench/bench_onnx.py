@@ -5,7 +5,7 @@ Every case is ``BACKEND SIZE THREADS`` (BACKEND eager|onnx|int8, SIZE the side o
 int8 is the opt-in reduced-precision model ``--quantize int8`` writes, made from ``--onnx`` if absent);
 a case times (wall and process CPU seconds) network + post-processing (``ESTS.official_forward`` + ``ESTSPostProcess`` against
 ``OnnxTextSpotter.run_network`` + ``postprocess``), ``--repeats`` times after ``--warmup`` runs, and reports the
-fastest run and the process's peak RSS (``ru_maxrss``: model loading included). The ONNX worker imports neither
+fastest run and the process's peak RSS (``VmHWM``: model loading included). The ONNX worker imports neither
 torch nor detectron2, as a deployment would not. Weights are random (seeded): speed and memory do not depend
 on their values. Records are JSON lines on stdout and appended to ``--out``.
 
@@ -82,13 +82,29 @@ def ort_profile(onnx_path: Path, size: int, threads: int, top: int = 8) -> dict:
     session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     session.run(None, {"image": np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)})
     events = json.loads(Path(session.end_profiling()).read_text())
-    per_op = collections.Counter()
+    per_op, per_module = collections.Counter(), collections.Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             per_op[event["args"]["op_name"]] += event["dur"]
+            per_module[_module_of(event["name"])] += event["dur"]
     total = sum(per_op.values())
-    return {"profile_size": size, "kernel_s": round(total / 1e6, 1),
-            "share": {op: round(d / total, 3) for op, d in per_op.most_common(top)}}
+    return {"profile_model": onnx_path.name, "profile_size": size, "kernel_s": round(total / 1e6, 1),
+            "share": {op: round(d / total, 3) for op, d in per_op.most_common(top)},
+            "module_share": {m: round(d / total, 3) for m, d in per_module.most_common()}}
+
+
+def _module_of(node_name: str) -> str:
+    """Part of the model an ONNX node belongs to, from its scope name: ``/layers.N/...`` are the encoder's layers
+    (``ExportableESTS`` runs them itself), ``/decoder/...`` the decoder, ``/res*`` and ``/stem`` the backbone;
+    fused nodes are named ``fused /scope/...``."""
+    parts = [p for p in node_name.split(" ")[-1].split("/") if p]
+    if parts[0].startswith("layers."):
+        return "encoder/" + ("sampling" if parts[1] == "self_attn" and len(parts) == 3 else parts[1])
+    if parts[0] == "decoder":
+        return "decoder"
+    if parts[0] in ("stem", "res2", "res3", "res4", "res5") or parts[0].startswith("input_proj"):
+        return "backbone+input_proj"
+    return "other"
 
 
 def worker(backend: str, size: int, threads: int, onnx_path: Path, repeats: int, warmup: int) -> dict:
@@ -118,7 +134,14 @@ def worker(backend: str, size: int, threads: int, onnx_path: Path, repeats: int,
     return {"backend": backend, "size": size, "threads": threads, "load_s": round(load_s, 1),
             "latency_s": round(min(times), 2), "runs_s": [round(t, 2) for t in times],
             "cpu_s": round(min(cpu), 2),
-            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+            "peak_rss_gib": round(_peak_rss_kib() / 2**20, 2)}
+
+
+def _peak_rss_kib() -> int:
+    """Peak resident memory of this process: ``VmHWM``. Not ``ru_maxrss``: Linux carries that over fork + exec,
+    so a worker would report the parent's peak (the export, 2.8 GiB) whenever that is higher than its own."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 
 
 def run_case(spec: str, args) -> dict:

@@ -95,8 +95,11 @@ def main():
                             image_size, args.top)}
         records.append(record)
         print(json.dumps(record), flush=True)
-    worst = {k: max(r[k] for r in records) for k in records[0] if k.startswith("max_abs_")}
-    summary = {"summary": str(args.int8), "images": len(records), **worst,
+    # worst and median image of every max-abs difference
+    worst = {k: max(r[k] for r in records if k in r) for k in records[0] if k.startswith("max_abs_")}
+    median = {k.replace("max_abs_", "median_max_abs_"): float(np.median([r[k] for r in records if k in r]))
+              for k in worst}
+    summary = {"summary": str(args.int8), "images": len(records), **worst, **median,
                "same_text_total": _total(records, "same_text"), f"same_top{args.top}_total":
                _total(records, f"same_top{args.top}"), "same_tokens_total": _total(records, "same_tokens")}
     print(json.dumps(summary), flush=True)
