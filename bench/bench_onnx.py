@@ -81,30 +81,37 @@ def ort_profile(onnx_path: Path, size: int, threads: int, top: int = 8) -> dict:
     options.profile_file_prefix = str(onnx_path.with_suffix("")) + "_profile"
     session = onnxruntime.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     session.run(None, {"image": np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)})
-    events = json.loads(Path(session.end_profiling()).read_text())
+    return {"profile_model": onnx_path.name, "profile_size": size,
+            **profile_shares(json.loads(Path(session.end_profiling()).read_text()), top)}
+
+
+def profile_shares(events, top: int = 8) -> dict:
+    """Kernel seconds and their shares per operator type and per part of the model, of an ORT profile."""
     per_op, per_module = collections.Counter(), collections.Counter()
     for event in events:
         if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
             per_op[event["args"]["op_name"]] += event["dur"]
-            per_module[_module_of(event["name"])] += event["dur"]
+            per_module[_module_of(event["name"][: -len("_kernel_time")])] += event["dur"]
     total = sum(per_op.values())
-    return {"profile_model": onnx_path.name, "profile_size": size, "kernel_s": round(total / 1e6, 1),
-            "share": {op: round(d / total, 3) for op, d in per_op.most_common(top)},
+    return {"kernel_s": round(total / 1e6, 1), "share": {op: round(d / total, 3) for op, d in per_op.most_common(top)},
             "module_share": {m: round(d / total, 3) for m, d in per_module.most_common()}}
 
 
 def _module_of(node_name: str) -> str:
-    """Part of the model an ONNX node belongs to, from its scope name: ``/layers.N/...`` are the encoder's layers
-    (``ExportableESTS`` runs them itself), ``/decoder/...`` the decoder, ``/res*`` and ``/stem`` the backbone;
-    fused nodes are named ``fused /scope/...``."""
+    """Part of the model an ONNX node belongs to, from its scope name (fused nodes: ``fused /scope/...``).
+
+    ``/layers.N/...`` are the encoder's layers (``ExportableESTS`` runs them itself): ``self_attn/<op>`` is the
+    deformable sampling and its arithmetic, ``self_attn/<linear>/<op>`` its projections."""
     parts = [p for p in node_name.split(" ")[-1].split("/") if p]
     if parts[0].startswith("layers."):
-        return "encoder/" + ("sampling" if parts[1] == "self_attn" and len(parts) == 3 else parts[1])
-    if parts[0] == "decoder":
-        return "decoder"
-    if parts[0] in ("stem", "res2", "res3", "res4", "res5") or parts[0].startswith("input_proj"):
-        return "backbone+input_proj"
-    return "other"
+        if len(parts) == 2:
+            return "encoder/residual adds, ReLU"
+        if parts[1] == "self_attn":
+            return "encoder/sampling" if len(parts) == 3 else "encoder/attention projections"
+        return "encoder/" + parts[1]
+    if parts[0] in ("backbone", "decoder") or parts[0].startswith("input_proj"):
+        return parts[0].split(".")[0]
+    return "other (proposals, RoI, position encodings)"
 
 
 def worker(backend: str, size: int, threads: int, onnx_path: Path, repeats: int, warmup: int) -> dict:
