@@ -124,10 +124,12 @@ class ExportableESTS(nn.Module):
                               spatial_shapes, valid_ratios, mask_flat)
         output_memory, proposals = encoder_proposals(memory, mask_flat, spatial_shapes)
         output_memory = transformer.enc_output_norm(transformer.enc_output(output_memory))
-        coords_unsig = transformer.enc_out_bbox_embed(output_memory) + proposals
         class_logits = transformer.enc_out_class_embed(output_memory)
         topk_index = torch.topk(class_logits.max(-1)[0], transformer.num_queries, dim=1)[1]
-        anchors = torch.gather(coords_unsig, 1, topk_index[..., None].expand(-1, -1, 4))
+        # the box head on the selected tokens only (the eager model runs it on all S and keeps Nq of them)
+        selected = torch.gather(output_memory, 1, topk_index[..., None].expand(-1, -1, output_memory.shape[-1]))
+        anchors = transformer.enc_out_bbox_embed(selected) + torch.gather(proposals, 1,
+                                                                          topk_index[..., None].expand(-1, -1, 4))
         content = transformer.tgt_embed.weight[None].expand(image.shape[0], -1, -1)
         roi_features, _ = roi_features_for_export(transformer, srcs[: transformer.num_roi_levels], anchors,
                                                   spatial_shapes[0], valid_ratios[:, 0])

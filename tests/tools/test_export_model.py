@@ -48,3 +48,18 @@ def test_unexportable_configs_fail_with_one_line_naming_the_option(tiny_files, t
     errors = [line for line in proc.stderr.splitlines() if line.startswith("export_model.py: error:")]
     assert errors == [f"export_model.py: error: {message}"] and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.slow
+def test_quantize_int8_writes_the_int8_model_beside_the_exact_one(tiny_files, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the ONNX tests need the export extra: pip install -e .[export]")
+    config, _, _ = tiny_files
+    proc = _run("--config-file", config, "--output", tmp_path / "tiny.onnx", "--quantize", "int8", "--verify")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "tiny.onnx").is_file() and (tmp_path / "tiny.int8.onnx").is_file()
+    assert "quantization" not in json.loads((tmp_path / "tiny.json").read_text(encoding="utf-8"))
+    assert json.loads((tmp_path / "tiny.int8.json").read_text(encoding="utf-8"))["quantization"]["mode"] == "int8"
+    exact, int8 = (line for line in proc.stdout.splitlines() if "vs PyTorch" in line)
+    assert exact.startswith("ONNX Runtime vs PyTorch") and int8.startswith("int8 ONNX Runtime (reduced precision)")
+    assert all(float(v) <= 1e-3 for v in re.findall(r"pred_\w+ ([0-9.e+-]+)", exact)), exact
+    assert max(float(v) for v in re.findall(r"pred_\w+ ([0-9.e+-]+)", int8)) > 1e-3, int8  # it is quantised
