@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """Eager PyTorch against ONNX Runtime inference of the full TT model, side by side, one fresh process per case.
 
-Every case is ``BACKEND SIZE THREADS`` (BACKEND eager|onnx|int8, SIZE the side of a square random normalised image;
-int8 is the opt-in reduced-precision model ``--quantize int8`` writes, made from ``--onnx`` if absent);
+Every case is ``BACKEND SIZE THREADS`` (BACKEND eager|eager-int8|onnx|int8, SIZE the side of a square random
+normalised image; int8 is the opt-in reduced-precision model ``export_model.py --quantize int8`` writes, made from
+``--onnx`` if absent; eager-int8 the PyTorch model with ``modeling.quantization.quantize_linears``);
 a case times (wall and process CPU seconds) network + post-processing (``ESTS.official_forward`` + ``ESTSPostProcess`` against
 ``OnnxTextSpotter.run_network`` + ``postprocess``), ``--repeats`` times after ``--warmup`` runs, and reports the
 fastest run and the process's peak RSS (``VmHWM``: model loading included). The ONNX worker imports neither
@@ -24,8 +25,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "ESTS" / "TotalText.yaml"
-DEFAULT_CASES = ["eager 640 1", "onnx 640 1", "int8 640 1", "eager 640 2", "onnx 640 2", "int8 640 2",
-                 "eager 1024 1", "onnx 1024 1", "int8 1024 1", "eager 1024 2", "onnx 1024 2", "int8 1024 2"]
+DEFAULT_CASES = ["eager 640 1", "eager-int8 640 1", "onnx 640 1", "int8 640 1",
+                 "eager 640 2", "eager-int8 640 2", "onnx 640 2", "int8 640 2",
+                 "eager 1024 1", "eager-int8 1024 1", "onnx 1024 1", "int8 1024 1",
+                 "eager 1024 2", "eager-int8 1024 2", "onnx 1024 2", "int8 1024 2"]
 
 
 def _full_model():
@@ -130,6 +133,10 @@ def worker(backend: str, size: int, threads: int, onnx_path: Path, repeats: int,
 
         torch.set_num_threads(threads)
         _, model = _full_model()
+        if backend == "eager-int8":
+            from ests_d2.modeling.quantization import quantize_linears
+
+            model = quantize_linears(model)
         tensor = torch.from_numpy(image[0])
         sizes = torch.tensor([[size, size]])
 
@@ -153,8 +160,8 @@ def _peak_rss_kib() -> int:
 
 def run_case(spec: str, args) -> dict:
     backend, size, threads = spec.split()
-    if backend not in ("eager", "onnx", "int8"):
-        raise ValueError(f"case {spec!r}: expected 'BACKEND SIZE THREADS' with BACKEND eager|onnx|int8")
+    if backend not in ("eager", "eager-int8", "onnx", "int8"):
+        raise ValueError(f"case {spec!r}: expected 'BACKEND SIZE THREADS' with BACKEND eager|eager-int8|onnx|int8")
     with open("/proc/loadavg") as f:
         load = float(f.read().split()[0])
     command = [sys.executable, __file__, "--worker", spec, "--onnx", str(args.onnx), "--repeats", str(args.repeats),

@@ -46,6 +46,9 @@ def expand_inputs(inputs):
 def build_predictor(args):
     """The PyTorch predictor (--config-file) or the ONNX Runtime spotter (--onnx), both -> {"instances": ...}."""
     if args.onnx:
+        if args.quantize:
+            raise ValueError("--quantize applies to PyTorch inference (--config-file); an int8 ONNX model is made "
+                             "by tools/export_model.py --quantize int8")
         from ests_d2.export.runtime import OnnxTextSpotter
 
         spotter = OnnxTextSpotter(args.onnx, score_threshold=args.confidence_threshold)
@@ -55,7 +58,7 @@ def build_predictor(args):
     cfg = load_ests_config(args.config_file, args.opts)
     cfg.MODEL.DEVICE = available_device(cfg.MODEL.DEVICE)  # a demo should run anywhere
     cfg.freeze()
-    return TextSpotterPredictor(cfg, score_threshold=args.confidence_threshold)
+    return TextSpotterPredictor(cfg, score_threshold=args.confidence_threshold, quantize=args.quantize)
 
 
 def main() -> int:
@@ -65,6 +68,8 @@ def main() -> int:
     parser.add_argument("--input", nargs="+", required=True, help="image files, folders or glob patterns")
     parser.add_argument("--output", required=True, help="folder for <name>.png and <name>.json")
     parser.add_argument("--confidence-threshold", type=float, default=0.4, help="minimum detection score drawn")
+    parser.add_argument("--quantize", choices=["int8"], default="",
+                        help="PyTorch on the CPU: int8 matrix products, ~1.8x faster, not the float32 outputs")
     parser.add_argument("--font", default="", help="TrueType font for the texts (default: DejaVu Sans; CJK needs one)")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     parser.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides: KEY VALUE ...")

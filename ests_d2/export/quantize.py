@@ -16,12 +16,13 @@ import json
 from pathlib import Path
 from typing import List
 
+from ..modeling.quantization import FLOAT32_MODULE_KEYS, QUANTIZATION_MODES
+
 __all__ = ["FLOAT32_NODE_KEYS", "QUANTIZATION_MODES", "float32_matmul_nodes", "quantize_onnx"]
 
-QUANTIZATION_MODES = ("int8",)
-# matrix products whose node names contain one of these stay float32 (the module names of the exported model)
-FLOAT32_NODE_KEYS = ("sampling_offsets", "attention_weights", "class_embed", "bbox_embed", "polygon_embed",
-                     "rec_cls", "rec_proj", "ref_point_head", "enc_out_")
+# matrix products whose node names contain one of these stay float32 (the exported nodes keep the module names),
+# the same split as the eager int8 path
+FLOAT32_NODE_KEYS = FLOAT32_MODULE_KEYS
 
 
 def float32_matmul_nodes(model) -> List[str]:

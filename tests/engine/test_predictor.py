@@ -48,3 +48,38 @@ def test_bad_inputs_get_clear_errors(tiny_files):
         predictor(np.zeros((32, 32), np.uint8))
     with pytest.raises(ValueError, match="MODEL.WEIGHTS is empty"):
         TextSpotterPredictor.from_files(str(config), "")
+
+
+def test_int8_predictor_quantizes_the_transformer_products_and_keeps_the_heads_float32(tiny_files):
+    from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+    from ests_d2.modeling.quantization import FLOAT32_MODULE_KEYS, int8_linear_names
+
+    config, weights, _ = tiny_files
+    float32 = TextSpotterPredictor.from_files(str(config), str(weights))
+    int8 = TextSpotterPredictor.from_files(str(config), str(weights), quantize="int8")
+    names = int8_linear_names(float32.model)
+    modules = dict(int8.model.named_modules())
+    assert names and all(isinstance(modules[n], Int8Linear) for n in names)
+    kept = [n for n, m in float32.model.named_modules()
+            if isinstance(m, torch.nn.Linear) and any(k in n for k in FLOAT32_MODULE_KEYS)]
+    assert kept and all(type(modules[n]) is torch.nn.Linear for n in kept)
+    assert any("value_proj" in n for n in names) and any("linear1" in n for n in names)
+    image = cv2.imread(str(REAL_IMAGE))
+    expected, got = float32(image)["instances"], int8(image)["instances"]
+    assert len(got) == len(expected) == 20 and got.polygons.shape == expected.polygons.shape
+    assert all(isinstance(t, str) for t in got.texts)
+    # int8 weights: close to the float32 model, not equal to it
+    assert not torch.equal(got.scores, expected.scores)
+    assert float((got.scores - expected.scores).abs().max()) < 0.2
+
+
+def test_int8_predictor_refuses_what_it_cannot_do(tiny_files):
+    from ests_d2.modeling.quantization import quantize_linears
+
+    config, weights, _ = tiny_files
+    with pytest.raises(ValueError, match="quantization mode 'int4'"):
+        TextSpotterPredictor.from_files(str(config), str(weights), quantize="int4")
+    model = TextSpotterPredictor.from_files(str(config), str(weights)).model
+    with pytest.raises(ValueError, match="for inference"):
+        quantize_linears(model.train())

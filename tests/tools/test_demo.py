@@ -104,3 +104,21 @@ def test_demo_names_a_font_file_that_does_not_exist(tiny_checkpoint, tmp_path):
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"demo.py: error: --font {tmp_path / 'NotoSansCJK.ttc'}: " \
         f"font file not found: {tmp_path / 'NotoSansCJK.ttc'}"
+
+
+def test_demo_runs_the_int8_model(tiny_checkpoint, tmp_path):
+    config, weights = tiny_checkpoint
+    proc = _run_demo(config, weights, tmp_path, "--quantize", "int8", "--confidence-threshold", "0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads((tmp_path / "img_52.json").read_text())
+    assert len(record["instances"]) > 0 and (tmp_path / "img_52.png").exists()
+
+
+def test_demo_refuses_quantize_with_an_onnx_model(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "demo.py"), "--onnx", str(tmp_path / "m.onnx"),
+                           "--quantize", "int8", "--input", str(IMAGE), "--output", str(tmp_path)],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == "demo.py: error: --quantize applies to PyTorch inference " \
+        "(--config-file); an int8 ONNX model is made by tools/export_model.py --quantize int8"
