@@ -7,6 +7,9 @@
 #   scripts/mutation_test.sh all                      # every target (an hour or more on 2 CPU cores)
 #   scripts/mutation_test.sh --tests-from REF oom     # the same mutants against the tests of git REF
 #   scripts/mutation_test.sh --list                   # the targets, their code and their tests
+#   MUTATION_TESTS="a.py b.py::test_x" scripts/mutation_test.sh --tests-from REF scoring
+#                                                     # other tests (files or node ids) for one target, e.g.
+#                                                     # an older revision's tests minus those its code outgrew
 #
 # Each target runs in its own scratch copy, output/mutation/<target>[@REF]/ (the repository is never
 # modified); the scores go to output/mutation/summary.txt, every mutant's status to <copy>/results.txt
@@ -35,13 +38,13 @@ declare -A TARGETS=(
   [matcher]="ests_d2/modeling/matcher.py||tests/modeling/test_matcher.py"
   [criterion]="ests_d2/modeling/criterion.py||tests/modeling/test_criterion.py"
   [mapper]="ests_d2/data/dataset_mapper.py||tests/data/test_text_mapper.py"
-  [scoring]="ests_d2/evaluation/scoring.py||tests/evaluation/test_eval_rules.py"
+  [scoring]="ests_d2/evaluation/scoring.py||tests/evaluation/test_eval_rules.py tests/evaluation/test_eval_geometry_format.py tests/evaluation/test_eval_evaluator.py tests/evaluation/test_eval_shared_data.py tests/evaluation/test_eval_script_protocols.py tests/evaluation/test_eval_scoring_edges.py"
   [checkpoint]="ests_d2/engine/checkpoint.py||tests/engine/test_engine_units.py"
   [oom]="ests_d2/engine/oom.py|ests_d2.engine.oom.x_shrink_batch* ests_d2.engine.oom.x__rescale_instances*|tests/engine/test_engine_units.py tests/engine/test_oom_shrink_geometry.py"
 )
 ORDER=(targets postprocess matcher criterion mapper scoring checkpoint oom)
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print } /^set / { exit }' "${BASH_SOURCE[0]}"; }
 
 TESTS_FROM=""
 SELECTED=()
@@ -76,7 +79,7 @@ fi
 make_copy() {
   local copy="$1"
   rm -rf "$copy"; mkdir -p "$copy"
-  (cd "$ROOT" && tar --exclude=__pycache__ -cf - ests_d2 configs datasets/icdar2015_samples pytest.ini) | tar -xf - -C "$copy"
+  (cd "$ROOT" && tar --exclude=__pycache__ -cf - ests_d2 configs datasets/icdar2015_samples tools pytest.ini) | tar -xf - -C "$copy"
   if [ -n "$TESTS_FROM" ]; then
     git -C "$ROOT" archive "$TESTS_FROM" tests | tar -xf - -C "$copy"
   else
@@ -87,9 +90,10 @@ make_copy() {
 run_target() {
   local target="$1" module globs tests copy selection=() test
   IFS='|' read -r module globs tests <<<"${TARGETS[$target]}"
+  tests="${MUTATION_TESTS:-$tests}"
   copy="$OUT/$target${TESTS_FROM:+@$TESTS_FROM}"
   make_copy "$copy"
-  for test in $tests; do [ -f "$copy/$test" ] && selection+=("$test"); done
+  for test in $tests; do [ -f "$copy/${test%%::*}" ] && selection+=("$test"); done
   [ ${#selection[@]} -gt 0 ] || die "$target: none of $tests exists${TESTS_FROM:+ at $TESTS_FROM}"
   # mutmut 3 leaves decorated functions alone; @torch.no_grad() only stops autograd recording, so the scratch
   # copy drops it (mutmut's clean run of the selected tests checks that they still pass without it).
@@ -98,7 +102,7 @@ run_target() {
     echo "[mutmut]"
     echo "source_paths=ests_d2/"
     echo "only_mutate=$module"
-    echo "also_copy="; printf '    %s\n' pytest.ini configs/ datasets/
+    echo "also_copy="; printf '    %s\n' pytest.ini configs/ datasets/ tools/
     echo "pytest_add_cli_args_test_selection="; printf '    %s\n' "${selection[@]}"
     echo "pytest_add_cli_args="; printf '    %s\n' -p no:cacheprovider -q
     echo "process_isolation=forkserver"  # torch is not fork-safe once its thread pools run
