@@ -37,9 +37,9 @@ declare -A TARGETS=(
   [postprocess]="ests_d2/modeling/postprocess.py|ests_d2.modeling.postprocess.xǁESTSPostProcessǁforward* ests_d2.modeling.postprocess.x_result_to_instances*|tests/modeling/test_postprocess.py tests/modeling/test_postprocess_limits.py tests/modeling/test_meta_arch_geometry.py"
   [matcher]="ests_d2/modeling/matcher.py||tests/modeling/test_matcher.py"
   [criterion]="ests_d2/modeling/criterion.py||tests/modeling/test_criterion.py"
-  [mapper]="ests_d2/data/dataset_mapper.py||tests/data/test_text_mapper.py"
+  [mapper]="ests_d2/data/dataset_mapper.py||tests/data/test_text_mapper.py tests/data/test_crop_rotation_property.py"
   [scoring]="ests_d2/evaluation/scoring.py||tests/evaluation/test_eval_rules.py tests/evaluation/test_eval_geometry_format.py tests/evaluation/test_eval_evaluator.py tests/evaluation/test_eval_shared_data.py tests/evaluation/test_eval_script_protocols.py tests/evaluation/test_eval_scoring_edges.py"
-  [checkpoint]="ests_d2/engine/checkpoint.py||tests/engine/test_engine_units.py"
+  [checkpoint]="ests_d2/engine/checkpoint.py||tests/engine/test_engine_units.py tests/engine/test_checkpoint_files.py"
   [oom]="ests_d2/engine/oom.py|ests_d2.engine.oom.x_shrink_batch* ests_d2.engine.oom.x__rescale_instances*|tests/engine/test_engine_units.py tests/engine/test_oom_shrink_geometry.py"
 )
 ORDER=(targets postprocess matcher criterion mapper scoring checkpoint oom)
