@@ -6,6 +6,9 @@
 #   scripts/mutation_test.sh targets postprocess      # some targets
 #   scripts/mutation_test.sh all                      # every target (an hour or more on 2 CPU cores)
 #   scripts/mutation_test.sh --tests-from REF oom     # the same mutants against the tests of git REF
+#   scripts/mutation_test.sh --survivors [--tests-from REF] oom
+#                                                     # re-run only the mutants an earlier run of that copy
+#                                                     # left alive, against the working tree's tests
 #   scripts/mutation_test.sh --list                   # the targets, their code and their tests
 #   MUTATION_TESTS="a.py b.py::test_x" scripts/mutation_test.sh --tests-from REF scoring
 #                                                     # other tests (files or node ids) for one target, e.g.
@@ -47,10 +50,12 @@ ORDER=(targets postprocess matcher criterion mapper scoring checkpoint oom)
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print } /^set / { exit }' "${BASH_SOURCE[0]}"; }
 
 TESTS_FROM=""
+SURVIVORS=""
 SELECTED=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --tests-from) [ $# -ge 2 ] || die "--tests-from needs a git revision"; TESTS_FROM="$2"; shift 2 ;;
+    --survivors) SURVIVORS=1; shift ;;
     --list) for t in "${ORDER[@]}"; do IFS='|' read -r m g f <<<"${TARGETS[$t]}"; echo "$t: $m ${g:+[$g]} <- $f"; done; exit 0 ;;
     -h|--help) usage; exit 0 ;;
     all) SELECTED+=("${ORDER[@]}"); shift ;;
@@ -92,9 +97,20 @@ run_target() {
   IFS='|' read -r module globs tests <<<"${TARGETS[$target]}"
   tests="${MUTATION_TESTS:-$tests}"
   copy="$OUT/$target${TESTS_FROM:+@$TESTS_FROM}"
-  make_copy "$copy"
+  local names="$globs" label="$target${TESTS_FROM:+ (tests of $TESTS_FROM)}"
+  if [ -n "$SURVIVORS" ]; then
+    # the mutants stay as generated; only the tests become the working tree's
+    [ -f "$copy/results.txt" ] || die "$target: no earlier run in $copy to take the survivors of"
+    names="$(grep -v ': killed$' "$copy/results.txt" | cut -d: -f1 | tr '\n' ' ')"
+    cp "$copy/results.txt" "$copy/results.previous.txt"
+    [ -n "${names// /}" ] || { echo "$label: no survivors to re-run"; return; }
+    rm -rf "$copy/tests" && (cd "$ROOT" && tar --exclude=__pycache__ -cf - tests) | tar -xf - -C "$copy"
+    label="$target (survivors of ${copy##*/} re-run with the working tree's tests)"
+  else
+    make_copy "$copy"
+  fi
   for test in $tests; do [ -f "$copy/${test%%::*}" ] && selection+=("$test"); done
-  [ ${#selection[@]} -gt 0 ] || die "$target: none of $tests exists${TESTS_FROM:+ at $TESTS_FROM}"
+  [ ${#selection[@]} -gt 0 ] || die "$target: none of $tests exists in $copy"
   # mutmut 3 leaves decorated functions alone; @torch.no_grad() only stops autograd recording, so the scratch
   # copy drops it (mutmut's clean run of the selected tests checks that they still pass without it).
   sed -i 's/^\( *\)@torch\.no_grad()$/\1# @torch.no_grad() (dropped for mutmut)/' "$copy/$module"
@@ -108,19 +124,26 @@ run_target() {
     echo "process_isolation=forkserver"  # torch is not fork-safe once its thread pools run
     echo "use_git_change_detection=false"
   } >"$copy/setup.cfg"
-  echo "==> $target: mutating $module ${globs:+($globs) }against ${selection[*]}"
-  # shellcheck disable=SC2086  # the globs are separate mutant-name patterns
-  (cd "$copy" && "$MUTATION_VENV/bin/python" -m mutmut run --max-children "$JOBS" $globs >"$copy/run.log" 2>&1) \
+  echo "==> $label: mutating $module ${globs:+($globs) }against ${selection[*]}"
+  # shellcheck disable=SC2086  # the globs / names are separate mutant-name patterns
+  (cd "$copy" && "$MUTATION_VENV/bin/python" -m mutmut run --max-children "$JOBS" $names >"$copy/run.log" 2>&1) \
     || die "$target: mutmut failed, see $copy/run.log"
   local prefixes="" glob
   for glob in $globs; do prefixes+="${prefixes:+|}${glob%\*}"; done
   # only the mutants this target asked for (the module's other functions are listed as not checked)
   (cd "$copy" && "$MUTATION_VENV/bin/python" -m mutmut results --all true) \
     | grep -E "^ *(${prefixes:-.})" | sed 's/^ *//' >"$copy/results.txt" || true
+  if [ -n "$SURVIVORS" ]; then
+    # mutmut marks the mutants it did not re-run "not checked": they keep their earlier status
+    awk -F': ' -v names=" $names " 'NR == FNR { now[$1] = $2; next }
+      { print $1 ": " (index(names, " " $1 " ") ? now[$1] : $2) }' \
+      "$copy/results.txt" "$copy/results.previous.txt" >"$copy/results.merged.txt"
+    mv "$copy/results.merged.txt" "$copy/results.txt"
+  fi
   local total killed
   total=$(grep -c ': ' "$copy/results.txt" || true)
   killed=$(grep -c ': killed$' "$copy/results.txt" || true)
-  local line="$target${TESTS_FROM:+ (tests of $TESTS_FROM)}: $killed/$total killed"
+  local line="$label: $killed/$total killed"
   echo "$line" | tee -a "$OUT/summary.txt"
   grep -v ': killed$' "$copy/results.txt" || true
 }
