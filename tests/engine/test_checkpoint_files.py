@@ -185,3 +185,19 @@ def test_cuda_rng_states_are_restored_only_for_the_same_device_count(monkeypatch
     else:
         assert restored == []
         assert "Checkpoint holds CUDA RNG states of 2 devices, this process sees 1: not restored." in caplog.text
+
+
+def test_only_hidden_temporary_files_are_removed_as_stale(tmp_path, caplog):
+    for name in (".model_0000003.pth.x1.tmp", ".last_checkpoint.x2.tmp"):  # what atomic_write leaves when killed
+        (tmp_path / name).write_bytes(b"partial")
+    for name in (".keep", "notes.tmp", "model_0000003.pth"):  # hidden but not temporary; temporary but not ours
+        (tmp_path / name).write_bytes(b"x")
+    with caplog.at_level(logging.INFO, logger="ests_d2.engine.checkpoint"):
+        assert AtomicDetectionCheckpointer(nn.Linear(1, 1), str(tmp_path)).remove_stale_temp_files() == 2
+    assert sorted(os.listdir(tmp_path)) == [".keep", "model_0000003.pth", "notes.tmp"]
+    assert f"Removed 2 incomplete checkpoint file(s) in {tmp_path}" in caplog.text
+
+
+def test_removing_stale_files_of_a_missing_folder_removes_nothing(tmp_path):
+    assert AtomicDetectionCheckpointer(nn.Linear(1, 1), str(tmp_path / "absent")).remove_stale_temp_files() == 0
+    assert AtomicDetectionCheckpointer(nn.Linear(1, 1), "").remove_stale_temp_files() == 0
