@@ -7,6 +7,7 @@ end but take minutes; these take milliseconds, so mutation testing can run them 
 import logging
 import os
 import random
+import re
 import stat
 from types import SimpleNamespace
 
@@ -52,7 +53,11 @@ def test_stale_tag_falls_back_to_the_newest_loadable_checkpoint_in_order(tmp_pat
         assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path / "model_0000019.pth")
     assert "last_checkpoint names model_0000049.pth, which does not exist" in caplog.text
     assert "resuming from model_0000019.pth (iteration 19)" in caplog.text
-    assert "Not resuming from " + str(tmp_path / "model_0000029.pth") + ": it does not load" in caplog.text
+    messages = [r.getMessage() for r in caplog.records]
+    unloadable = next(m for m in messages if "model_0000029.pth" in m)
+    why = re.fullmatch(re.escape(f"Not resuming from {tmp_path / 'model_0000029.pth'}: it does not load (") +
+                       r"(\w+): (.+)\)", unloadable, re.S)
+    assert why and why.group(1) not in ("None", "NoneType") and why.group(2) != "None", unloadable
     assert "model_0000024.pth: not a training checkpoint (no model/trainer/iteration)" in caplog.text
 
 
@@ -195,9 +200,20 @@ def test_only_hidden_temporary_files_are_removed_as_stale(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="ests_d2.engine.checkpoint"):
         assert AtomicDetectionCheckpointer(nn.Linear(1, 1), str(tmp_path)).remove_stale_temp_files() == 2
     assert sorted(os.listdir(tmp_path)) == [".keep", "model_0000003.pth", "notes.tmp"]
-    assert f"Removed 2 incomplete checkpoint file(s) in {tmp_path}" in caplog.text
+    assert [r.getMessage() for r in caplog.records] == [f"Removed 2 incomplete checkpoint file(s) in {tmp_path}"]
 
 
 def test_removing_stale_files_of_a_missing_folder_removes_nothing(tmp_path):
     assert AtomicDetectionCheckpointer(nn.Linear(1, 1), str(tmp_path / "absent")).remove_stale_temp_files() == 0
     assert AtomicDetectionCheckpointer(nn.Linear(1, 1), "").remove_stale_temp_files() == 0
+
+
+class _NotAWeight:
+    """Any object that ``torch.load(weights_only=True)`` refuses to unpickle."""
+
+
+def test_a_checkpoint_that_needs_arbitrary_unpickling_is_not_resumed_from(tmp_path):
+    _training_checkpoint(tmp_path / "model_0000004.pth", 4)
+    torch.save({"model": {}, "trainer": {}, "iteration": 9, "extra": _NotAWeight()}, tmp_path / "model_0000009.pth")
+    assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path / "model_0000004.pth")
+
