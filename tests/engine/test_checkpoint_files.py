@@ -20,6 +20,10 @@ from ests_d2.engine import AtomicDetectionCheckpointer, PeriodicCheckpointer
 from ests_d2.engine.checkpoint import atomic_write, capture_rng_state, find_resume_checkpoint, restore_rng_state
 
 
+def messages_of(caplog):
+    return [r.getMessage() for r in caplog.records]
+
+
 def _training_checkpoint(path, iteration):
     torch.save({"model": {}, "trainer": {}, "iteration": iteration}, path)
 
@@ -51,25 +55,39 @@ def test_stale_tag_falls_back_to_the_newest_loadable_checkpoint_in_order(tmp_pat
     _tag(tmp_path, "model_0000049.pth")  # deleted
     with caplog.at_level(logging.WARNING, logger="ests_d2.engine.checkpoint"):
         assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path / "model_0000019.pth")
-    assert "last_checkpoint names model_0000049.pth, which does not exist" in caplog.text
-    assert "resuming from model_0000019.pth (iteration 19)" in caplog.text
-    messages = [r.getMessage() for r in caplog.records]
+    assert (f"In {tmp_path} last_checkpoint names model_0000049.pth, which does not exist: resuming from "
+            "model_0000019.pth (iteration 19), the newest checkpoint there that loads.") in messages_of(caplog)
+    messages = messages_of(caplog)
     unloadable = next(m for m in messages if "model_0000029.pth" in m)
     why = re.fullmatch(re.escape(f"Not resuming from {tmp_path / 'model_0000029.pth'}: it does not load (") +
                        r"(\w+): (.+)\)", unloadable, re.S)
     assert why and why.group(1) not in ("None", "NoneType") and why.group(2) != "None", unloadable
-    assert "model_0000024.pth: not a training checkpoint (no model/trainer/iteration)" in caplog.text
+    assert (f"Not resuming from {tmp_path / 'model_0000024.pth'}: not a training checkpoint "
+            "(no model/trainer/iteration)") in messages
 
 
-def test_model_final_ranks_first_and_other_names_by_age(tmp_path):
+def test_model_final_ranks_first_and_other_names_by_age(tmp_path, caplog):
     _training_checkpoint(tmp_path / "old.pth", 1)
     _training_checkpoint(tmp_path / "new.pth", 2)
     os.utime(tmp_path / "old.pth", (1_000_000, 1_000_000))
     os.utime(tmp_path / "new.pth", (2_000_000, 2_000_000))
-    assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path / "new.pth")  # no last_checkpoint at all
+    with caplog.at_level(logging.WARNING, logger="ests_d2.engine.checkpoint"):
+        assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path / "new.pth")
+    assert messages_of(caplog) == [f"In {tmp_path} there is no last_checkpoint: resuming from new.pth (iteration 2), "
+                                   "the newest checkpoint there that loads."]
+    _training_checkpoint(tmp_path / "model_0000000.pth", 0)  # older than new.pth, but a periodic name
+    os.utime(tmp_path / "model_0000000.pth", (500_000, 500_000))
+    assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path / "model_0000000.pth")
     _training_checkpoint(tmp_path / "model_0000007.pth", 7)
     _training_checkpoint(tmp_path / "model_final.pth", 7)
     assert find_resume_checkpoint(str(tmp_path)) == str(tmp_path / "model_final.pth")
+
+
+def test_only_visible_pth_files_are_candidates(tmp_path):
+    _training_checkpoint(tmp_path / ".model_0000003.pth", 3)  # a hidden (temporary) name
+    _training_checkpoint(tmp_path / "model_0000005.pt", 5)
+    _tag(tmp_path, "model_0000009.pth")
+    assert find_resume_checkpoint(str(tmp_path)) is None
 
 
 def test_stale_tag_and_nothing_loadable_is_logged_and_finds_nothing(tmp_path, caplog):
@@ -77,7 +95,8 @@ def test_stale_tag_and_nothing_loadable_is_logged_and_finds_nothing(tmp_path, ca
     _tag(tmp_path, "model_0000009.pth")
     with caplog.at_level(logging.WARNING, logger="ests_d2.engine.checkpoint"):
         assert find_resume_checkpoint(str(tmp_path)) is None
-    assert "last_checkpoint names model_0000009.pth, which does not exist, and no other checkpoint loads" in caplog.text
+    assert (f"In {tmp_path} last_checkpoint names model_0000009.pth, which does not exist, and no other checkpoint "
+            "loads: nothing to resume from.") in messages_of(caplog)
 
 
 class _Counter:
@@ -123,6 +142,8 @@ def _hook(tmp_path, period=5, max_to_keep=None, max_iter=20):
 
 def test_save_now_writes_the_current_iteration_unless_the_schedule_does(tmp_path):
     hook = _hook(tmp_path)
+    assert hook.save_now(18) == str(tmp_path / "model_0000018.pth")  # the second-last iteration is not the last
+    (tmp_path / "model_0000018.pth").unlink()
     assert hook.save_now(6) == str(tmp_path / "model_0000006.pth")
     assert torch.load(tmp_path / "model_0000006.pth", weights_only=True)["iteration"] == 6
     assert (tmp_path / "last_checkpoint").read_text() == "model_0000006.pth"
@@ -176,20 +197,24 @@ def test_rng_state_survives_a_weights_only_checkpoint(tmp_path):
     assert (random.random(), float(np.random.rand()), torch.rand(1).item()) == draws
 
 
-@pytest.mark.parametrize("stored_devices", [1, 2])
+@pytest.mark.parametrize("stored_devices", [0, 1, 2])
 def test_cuda_rng_states_are_restored_only_for_the_same_device_count(monkeypatch, caplog, stored_devices):
     restored = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
     state = {**capture_rng_state(), "cuda": ["state"] * stored_devices}
+    if not stored_devices:  # a checkpoint written without CUDA, resumed where CUDA is available
+        del state["cuda"]
     with caplog.at_level(logging.WARNING, logger="ests_d2.engine.checkpoint"):
         restore_rng_state(state)
     if stored_devices == 1:
         assert restored == [["state"]] and not caplog.text
     else:
         assert restored == []
-        assert "Checkpoint holds CUDA RNG states of 2 devices, this process sees 1: not restored." in caplog.text
+        expected = [] if not stored_devices else [
+            "Checkpoint holds CUDA RNG states of 2 devices, this process sees 1: not restored."]
+        assert messages_of(caplog) == expected
 
 
 def test_only_hidden_temporary_files_are_removed_as_stale(tmp_path, caplog):
