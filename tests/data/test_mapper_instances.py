@@ -28,9 +28,10 @@ def test_crop_keeps_boxes_that_keep_a_positive_area_inside_its_window():
         [5.0, 20, 15, 30],  # half inside: kept
         [20.0, 0, 30, 10],  # ends where the window starts (y 10): dropped
         [20.0, 59, 30, 70],  # one pixel row inside (window ends at y 60): kept
+        [0.0, 40, 10.5, 50],  # half a pixel inside: kept
     ])
     crop = T.TransformList([T.CropTransform(10, 10, 40, 50)])  # window x 10..50, y 10..60
-    assert _kept_by_crops(boxes, crop).tolist() == [True, False, True, False, True]
+    assert _kept_by_crops(boxes, crop).tolist() == [True, False, True, False, True, True]
 
 
 def test_each_crop_judges_the_boxes_where_it_applies():
@@ -79,3 +80,12 @@ def test_after_a_rotation_the_box_is_the_extent_of_the_sampled_curves():
     # 10 * 91 / 343 + 12 * 12 / 49 = 1918 / 343 = 5.5918; the bottom edge stays at y 20, x spans 10..30
     torch.testing.assert_close(instances.gt_boxes.tensor, torch.tensor([[10.0, 1918 / 343, 30, 20]]), atol=1e-4,
                                rtol=0)
+
+
+def test_an_image_without_annotations_gives_empty_fields_of_the_contract_dtypes():
+    instances = _mapper().annotations_to_instances([], np.zeros((0, 4)), T.TransformList([]), (40, 50))
+    assert len(instances) == 0
+    # an empty float gt_classes would turn the labels of the whole batch into floats in the criterion
+    assert instances.gt_classes.dtype == torch.int64 and instances.gt_rec.dtype == torch.int64
+    assert instances.gt_beziers.shape == (0, 16) and instances.gt_rec.shape == (0, 4)
+
