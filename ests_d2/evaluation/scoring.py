@@ -171,19 +171,11 @@ def match_image(gt_lines: List[TextLine], det_lines: List[TextLine], word_spotti
     return ImageMatches(gt_dc_det, gt_dc_e2e, det_dc_det, det_dc_e2e, det_pairs, e2e_pairs, gt_texts)
 
 
-def score_image(gt_lines: List[TextLine], det_lines: List[TextLine], word_spotting: bool, where: str):
-    """(e2e counts, detection-only counts) of one image."""
-    return match_image(gt_lines, det_lines, word_spotting, where).counts()
-
-
 @dataclass
 class ScoreResult:
     e2e: MatchCounts
     det: MatchCounts
     images: Dict[str, ImageMatches] = field(default_factory=dict)  # per GT sample key, in GT order
-
-    def as_dict(self) -> Dict[str, Dict[str, float]]:
-        return {"e2e": self.e2e.metrics(), "det": self.det.metrics()}
 
 
 def score(
