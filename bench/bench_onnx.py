@@ -3,7 +3,7 @@
 
 Every case is ``BACKEND SIZE THREADS`` (BACKEND eager|eager-int8|onnx|int8, SIZE the side of a square random
 normalised image; int8 is the opt-in reduced-precision model ``export_model.py --quantize int8`` writes, made from
-``--onnx`` if absent; eager-int8 the PyTorch model with ``modeling.quantization.quantize_linears``);
+``--onnx`` if absent; eager-int8 the PyTorch model with ``export.quantize.quantize_linears``);
 a case times (wall and process CPU seconds) network + post-processing (``ESTS.official_forward`` + ``ESTSPostProcess`` against
 ``OnnxTextSpotter.run_network`` + ``postprocess``), ``--repeats`` times after ``--warmup`` runs, and reports the
 fastest run and the process's peak RSS (``VmHWM``: model loading included). The ONNX worker imports neither
@@ -134,7 +134,7 @@ def worker(backend: str, size: int, threads: int, onnx_path: Path, repeats: int,
         torch.set_num_threads(threads)
         _, model = _full_model()
         if backend == "eager-int8":
-            from ests_d2.modeling.quantization import quantize_linears
+            from ests_d2.export.quantize import quantize_linears
 
             model = quantize_linears(model)
         tensor = torch.from_numpy(image[0])

@@ -50,7 +50,7 @@ def main():
                         help="parent of the variants' data caches (one folder per variant)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS on the variant's data")
     parser.add_argument("--quantize", choices=["int8"], help="with --eval-only: evaluate the int8 model "
-                        "(modeling/quantization.py) instead of the float32 one")
+                        "(export/quantize.py) instead of the float32 one")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     args = parser.parse_args()
     if args.quantize and not args.eval_only:
@@ -78,7 +78,7 @@ def main():
 def _int8_trainer():
     """The project's Trainer, evaluating the int8 version of the model it is given."""
     from ests_d2.engine import Trainer
-    from ests_d2.modeling.quantization import quantize_linears
+    from ests_d2.export.quantize import quantize_linears
 
     class Int8Trainer(Trainer):
         @classmethod

@@ -16,7 +16,6 @@ from detectron2.structures import Boxes, Instances
 import ests_d2.modeling  # noqa: F401  (registers the ESTS meta-architecture)
 
 from ..config import load_ests_config
-from ..modeling.quantization import quantize_linears
 from ..structures.text_list import TextList
 from ..utils.visualization import select_confident
 
@@ -34,9 +33,9 @@ class TextSpotterPredictor(DefaultPredictor):
     Args:
         cfg: an ESTS config (``ests_d2.config.load_ests_config``).
         score_threshold: minimum detection score kept (0: all ``MODEL.ESTS.NUM_SELECT`` detections).
-        quantize: "" (float32, the trained model's outputs) or "int8": int8 matrix products on the CPU, ~1.8x
-            faster on one thread, outputs no longer those of the float32 model (``modeling/quantization.py``,
-            docs/EXPORT.md).
+        quantize: "" (float32, the trained model's outputs) or "int8": int8 matrix products on the CPU, ~1.7x
+            faster on one thread, outputs no longer those of the float32 model (docs/EXPORT.md;
+            ``ests_d2.export.quantize.quantize_linears``).
     """
 
     def __init__(self, cfg, score_threshold: float = 0.0, quantize: str = ""):
@@ -46,6 +45,8 @@ class TextSpotterPredictor(DefaultPredictor):
             raise ValueError("MODEL.WEIGHTS is empty: a predictor needs trained weights")
         super().__init__(cfg)  # builds the model and loads the weights, in eval mode
         if quantize:
+            from ..export.quantize import quantize_linears
+
             self.model = quantize_linears(self.model, quantize)
         self.score_threshold = float(score_threshold)
 

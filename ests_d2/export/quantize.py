@@ -1,4 +1,5 @@
-"""Opt-in int8 version of an exported ESTS: ONNX Runtime dynamic quantisation of the matrix products.
+"""Opt-in int8 inference: an int8 version of an exported ESTS (ONNX Runtime dynamic quantisation of the matrix
+products, ``quantize_onnx``) and of the PyTorch model (``quantize_linears``), with one split of what stays float32.
 
 Reduced precision, so a separately named file and mode, never the default export (which matches PyTorch within
 1e-3): ``onnxruntime.quantization.quantize_dynamic`` stores the weights of the transformer's matrix products as
@@ -11,24 +12,56 @@ Left in float32, because a small error there moves or re-ranks what the model ou
 feature: the deformable attention's sampling offsets and attention weights (where the samples are taken), the
 prediction heads (class, box, polygon and character logits, the decoder's reference-box updates), the
 encoder's proposal heads (which tokens become queries); and the backbone's convolutions (3-5 % of the time).
+
+The PyTorch version (``torch.ao.quantization.quantize_dynamic`` on the same linears) keeps eager PyTorch's fast
+``embedding_bag`` sampling, which the ONNX graph cannot express, and so gains more (docs/EXPORT.md). This module
+imports torch, onnx and onnxruntime only inside the function that needs each.
 """
 import json
 from pathlib import Path
 from typing import List
 
-from ..modeling.quantization import FLOAT32_MODULE_KEYS, QUANTIZATION_MODES
+__all__ = ["FLOAT32_NODE_KEYS", "QUANTIZATION_MODES", "float32_matmul_nodes", "int8_linear_names", "quantize_linears",
+           "quantize_onnx"]
 
-__all__ = ["FLOAT32_NODE_KEYS", "QUANTIZATION_MODES", "float32_matmul_nodes", "quantize_onnx"]
-
-# matrix products whose node names contain one of these stay float32 (the exported nodes keep the module names),
-# the same split as the eager int8 path
-FLOAT32_NODE_KEYS = FLOAT32_MODULE_KEYS
+QUANTIZATION_MODES = ("int8",)
+# Linear modules, and the exported MatMul/Gemm nodes (which keep the module names), whose names contain one of
+# these stay float32
+FLOAT32_NODE_KEYS = ("sampling_offsets", "attention_weights", "class_embed", "bbox_embed", "polygon_embed",
+                     "rec_cls", "rec_proj", "ref_point_head", "enc_out_")
 
 
 def float32_matmul_nodes(model) -> List[str]:
     """Names of the MatMul / Gemm nodes of ``model`` (an ``onnx.ModelProto``) kept in float32."""
     return [node.name for node in model.graph.node
             if node.op_type in ("MatMul", "Gemm") and any(key in node.name for key in FLOAT32_NODE_KEYS)]
+
+
+def int8_linear_names(model) -> List[str]:
+    """Names of the ``nn.Linear`` modules of a PyTorch ESTS that ``quantize_linears`` makes int8."""
+    import torch
+
+    return [name for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear) and not any(key in name for key in FLOAT32_NODE_KEYS)]
+
+
+def quantize_linears(model, mode: str = "int8"):
+    """An inference-only copy of a PyTorch ESTS (on the CPU, in eval mode) with int8 linears: int8 weights,
+    activations quantised at run time (``torch.ao.quantization.quantize_dynamic``), the float32 split above."""
+    import torch
+
+    _check_mode(mode)
+    if model.training:
+        raise ValueError("int8 quantization is for inference: call model.eval() first")
+    devices = {p.device.type for p in model.parameters()}
+    if devices != {"cpu"}:
+        raise ValueError(f"int8 quantization runs on the CPU only; the model is on {sorted(devices)}")
+    return torch.ao.quantization.quantize_dynamic(model, set(int8_linear_names(model)), dtype=torch.qint8)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in QUANTIZATION_MODES:
+        raise ValueError(f"quantization mode {mode!r} is not one of {QUANTIZATION_MODES}")
 
 
 def quantize_onnx(fp32_path, output_path, mode: str = "int8"):
@@ -40,8 +73,7 @@ def quantize_onnx(fp32_path, output_path, mode: str = "int8"):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    if mode not in QUANTIZATION_MODES:
-        raise ValueError(f"quantization mode {mode!r} is not one of {QUANTIZATION_MODES}")
+    _check_mode(mode)
     fp32_path, output_path = Path(fp32_path), Path(output_path)
     if fp32_path.resolve() == output_path.resolve():
         raise ValueError(f"{output_path}: the quantized model must not overwrite the float32 one")

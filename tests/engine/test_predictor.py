@@ -53,7 +53,7 @@ def test_bad_inputs_get_clear_errors(tiny_files):
 def test_int8_predictor_quantizes_the_transformer_products_and_keeps_the_heads_float32(tiny_files):
     from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
 
-    from ests_d2.modeling.quantization import FLOAT32_MODULE_KEYS, int8_linear_names
+    from ests_d2.export.quantize import FLOAT32_NODE_KEYS, int8_linear_names
 
     config, weights, _ = tiny_files
     float32 = TextSpotterPredictor.from_files(str(config), str(weights))
@@ -62,7 +62,7 @@ def test_int8_predictor_quantizes_the_transformer_products_and_keeps_the_heads_f
     modules = dict(int8.model.named_modules())
     assert names and all(isinstance(modules[n], Int8Linear) for n in names)
     kept = [n for n, m in float32.model.named_modules()
-            if isinstance(m, torch.nn.Linear) and any(k in n for k in FLOAT32_MODULE_KEYS)]
+            if isinstance(m, torch.nn.Linear) and any(k in n for k in FLOAT32_NODE_KEYS)]
     assert kept and all(type(modules[n]) is torch.nn.Linear for n in kept)
     assert any("value_proj" in n for n in names) and any("linear1" in n for n in names)
     image = cv2.imread(str(REAL_IMAGE))
@@ -75,7 +75,7 @@ def test_int8_predictor_quantizes_the_transformer_products_and_keeps_the_heads_f
 
 
 def test_int8_predictor_refuses_what_it_cannot_do(tiny_files):
-    from ests_d2.modeling.quantization import quantize_linears
+    from ests_d2.export.quantize import quantize_linears
 
     config, weights, _ = tiny_files
     with pytest.raises(ValueError, match="quantization mode 'int4'"):

@@ -1,5 +1,8 @@
 """The opt-in int8 model (ests_d2/export/quantize.py): what is quantised, what stays float32, that it runs."""
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import onnx  # noqa: E402
 from ests_d2.export.quantize import FLOAT32_NODE_KEYS, float32_matmul_nodes, quantize_onnx  # noqa: E402
 from ests_d2.export.runtime import OnnxTextSpotter  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[2]
 QUANTIZED_OPS = {"DynamicQuantizeMatMul", "MatMulInteger", "DynamicQuantizeLinear", "MatMulIntegerToFloat"}
 
 
@@ -60,3 +64,10 @@ def test_quantize_refuses_to_overwrite_the_float32_model_and_unknown_modes(tiny_
         quantize_onnx(tiny_onnx["onnx"], tiny_onnx["onnx"])
     with pytest.raises(ValueError, match="'int4' is not one of"):
         quantize_onnx(tiny_onnx["onnx"], tmp_path / "x.onnx", mode="int4")
+
+
+def test_quantize_module_imports_without_torch():
+    # quantize_onnx runs where only onnx / onnxruntime are installed: torch is imported by quantize_linears alone
+    code = "import sys, ests_d2.export.quantize; sys.exit('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr or "ests_d2.export.quantize imported torch"
