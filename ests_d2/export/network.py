@@ -13,7 +13,8 @@ from torch import nn
 
 from ..modeling.meta_arch import ESTS
 from ..modeling.ms_deform_attn import MSDeformAttn
-from ..modeling.transformer import valid_ratios_of
+from ..modeling.encoder import encoder_reference_points
+from ..modeling.transformer import encoder_proposals, valid_ratios_of
 from .ops import ExportDeformAttn, roi_features_for_export
 
 __all__ = ["ExportableESTS", "OUTPUT_NAMES", "ExportError", "check_exportable"]
@@ -50,47 +51,6 @@ def _swap_deformable_attention(module: nn.Module) -> int:
                 setattr(parent, name, ExportDeformAttn(child))
                 swapped += 1
     return swapped
-
-
-def _level_grid(height, width, device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(H, W) float32 row and column indices: ``torch.linspace(0, n - 1, n)`` (exact integers) as ``arange``."""
-    rows = torch.arange(height, dtype=torch.float32, device=device)
-    cols = torch.arange(width, dtype=torch.float32, device=device)
-    return torch.meshgrid(rows, cols, indexing="ij")
-
-
-def encoder_reference_points(spatial_shapes, valid_ratios: torch.Tensor) -> torch.Tensor:
-    """``encoder.encoder_reference_points`` with traced sizes; (i + 0.5) equals linspace(0.5, n - 0.5, n)."""
-    points = []
-    for level, (height, width) in enumerate(spatial_shapes):
-        ref_y, ref_x = (g + 0.5 for g in _level_grid(height, width, valid_ratios.device))
-        ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, level, 1] * height)
-        ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, level, 0] * width)
-        points.append(torch.stack((ref_x, ref_y), -1))
-    return torch.cat(points, 1)[:, :, None] * valid_ratios[:, None]
-
-
-def encoder_proposals(memory, padding_mask, spatial_shapes):
-    """``transformer.encoder_proposals`` with traced sizes (same arithmetic)."""
-    batch = memory.shape[0]
-    proposals = []
-    start = 0
-    for level, (height, width) in enumerate(spatial_shapes):
-        level_mask = padding_mask[:, start:start + height * width].view(batch, height, width)
-        valid_h = torch.sum(~level_mask[:, :, 0], 1)
-        valid_w = torch.sum(~level_mask[:, 0, :], 1)
-        grid_y, grid_x = _level_grid(height, width, memory.device)
-        grid = torch.stack([grid_x, grid_y], -1)
-        scale = torch.stack([valid_w, valid_h], 1).view(batch, 1, 1, 2)
-        grid = (grid.unsqueeze(0).expand(batch, -1, -1, -1) + 0.5) / scale
-        wh = torch.ones_like(grid) * (0.05 * 2.0**level)
-        proposals.append(torch.cat((grid, wh), -1).view(batch, -1, 4))
-        start = start + height * width
-    proposals = torch.cat(proposals, 1)
-    valid = ((proposals > 0.01) & (proposals < 0.99)).all(-1, keepdim=True)
-    proposals = torch.log(proposals / (1 - proposals))
-    invalid = padding_mask.unsqueeze(-1) | ~valid
-    return memory.masked_fill(invalid, 0.0), proposals.masked_fill(invalid, float("inf"))
 
 
 class ExportableESTS(nn.Module):

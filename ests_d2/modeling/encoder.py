@@ -60,6 +60,18 @@ def _value_map(src: torch.Tensor, token_index, num_tokens: int) -> torch.Tensor:
     return src.new_zeros(src.shape[0], num_tokens, src.shape[-1]).scatter(1, index, src)
 
 
+def level_grid(height, width, device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(H, W) float32 row and column indices of a feature level.
+
+    The official code builds token grids with ``torch.linspace(0, n - 1, n)`` (and ``linspace(0.5, n - 0.5, n)``);
+    its step is exactly 1, so every value is an exact float32 integer (plus 0.5) and ``arange`` gives the same bits.
+    ``arange`` also accepts traced sizes, so the ONNX export runs these functions unchanged with a dynamic image size.
+    """
+    rows = torch.arange(height, dtype=torch.float32, device=device)
+    cols = torch.arange(width, dtype=torch.float32, device=device)
+    return torch.meshgrid(rows, cols, indexing="ij")
+
+
 def encoder_reference_points(spatial_shapes: List[Tuple[int, int]], valid_ratios: torch.Tensor) -> torch.Tensor:
     """Token centres normalised by each level's valid extent, re-expressed for every level.
 
@@ -70,13 +82,8 @@ def encoder_reference_points(spatial_shapes: List[Tuple[int, int]], valid_ratios
         (B, S, L, 2) reference points (x, y) in padded-map units of each level.
     """
     points = []
-    device = valid_ratios.device
     for level, (height, width) in enumerate(spatial_shapes):
-        ref_y, ref_x = torch.meshgrid(
-            torch.linspace(0.5, height - 0.5, height, dtype=torch.float32, device=device),
-            torch.linspace(0.5, width - 0.5, width, dtype=torch.float32, device=device),
-            indexing="ij",
-        )
+        ref_y, ref_x = (g + 0.5 for g in level_grid(height, width, valid_ratios.device))
         ref_y = ref_y.reshape(-1)[None] / (valid_ratios[:, None, level, 1] * height)
         ref_x = ref_x.reshape(-1)[None] / (valid_ratios[:, None, level, 0] * width)
         points.append(torch.stack((ref_x, ref_y), -1))

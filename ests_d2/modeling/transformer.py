@@ -9,7 +9,7 @@ from detectron2.structures import Boxes
 from torch import nn
 
 from .decoder import ESTSDecoder
-from .encoder import DeformableEncoder
+from .encoder import DeformableEncoder, level_grid
 from .layers import MLP, box_cxcywh_to_xyxy, gather_rows
 from .recompute import MemoryPolicy, row_mean, shared_autocast_input
 
@@ -66,17 +66,13 @@ def encoder_proposals(memory, padding_mask, spatial_shapes) -> Tuple[torch.Tenso
         level_mask = padding_mask[:, start:start + height * width].view(batch, height, width)
         valid_h = torch.sum(~level_mask[:, :, 0], 1)
         valid_w = torch.sum(~level_mask[:, 0, :], 1)
-        grid_y, grid_x = torch.meshgrid(
-            torch.linspace(0, height - 1, height, dtype=torch.float32, device=memory.device),
-            torch.linspace(0, width - 1, width, dtype=torch.float32, device=memory.device),
-            indexing="ij",
-        )
+        grid_y, grid_x = level_grid(height, width, memory.device)
         grid = torch.stack([grid_x, grid_y], -1)  # (H, W, 2)
         scale = torch.stack([valid_w, valid_h], 1).view(batch, 1, 1, 2)
         grid = (grid.unsqueeze(0).expand(batch, -1, -1, -1) + 0.5) / scale
         wh = torch.ones_like(grid) * (0.05 * 2.0**level)
         proposals.append(torch.cat((grid, wh), -1).view(batch, -1, 4))
-        start += height * width
+        start = start + height * width  # not +=: with traced sizes (ONNX export) start is a tensor
     proposals = torch.cat(proposals, 1)
     valid = ((proposals > 0.01) & (proposals < 0.99)).all(-1, keepdim=True)
     proposals = torch.log(proposals / (1 - proposals))

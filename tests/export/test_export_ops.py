@@ -7,8 +7,7 @@ import ests_d2.modeling  # noqa: F401  (registers the meta-architecture)
 from ests_d2.export import network as export_network
 from ests_d2.export.network import ExportableESTS, ExportError, check_exportable
 from ests_d2.export.ops import ExportDeformAttn, grid_sample_deform_attn, roi_features_for_export
-from ests_d2.modeling import encoder as eager_encoder
-from ests_d2.modeling import transformer as eager_transformer
+from ests_d2.modeling.encoder import level_grid
 from ests_d2.modeling.ms_deform_attn import MSDeformAttn
 from ests_d2.modeling.ops import ms_deform_attn_sample
 from tests.modeling.model_config import tiny_ests_cfg
@@ -76,16 +75,14 @@ def test_roi_pooling_on_every_level_equals_the_pooler(tiny_model):
     assert torch.equal(export, eager)
 
 
-def test_size_arithmetic_equals_the_eager_functions():
-    shapes = [(20, 26), (10, 13), (5, 7), (3, 4)]
-    valid_ratios = torch.ones(1, len(shapes), 2)
-    assert torch.equal(export_network.encoder_reference_points(shapes, valid_ratios),
-                       eager_encoder.encoder_reference_points(shapes, valid_ratios))
-    memory = torch.randn(1, sum(h * w for h, w in shapes), 8)
-    padding = torch.zeros(1, memory.shape[1], dtype=torch.bool)
-    for mine, eager in zip(export_network.encoder_proposals(memory, padding, shapes),
-                           eager_transformer.encoder_proposals(memory, padding, shapes)):
-        assert torch.equal(mine, eager)
+def test_level_grids_equal_the_official_linspace_grids_bit_for_bit():
+    """The eager model and the export share ``level_grid`` (``arange``, which traces with dynamic sizes); the
+    official code uses ``linspace(0, n - 1, n)`` and ``linspace(0.5, n - 0.5, n)``: the same float32 bits."""
+    for n in range(1, 400):
+        rows, cols = level_grid(n, 3, "cpu")
+        assert torch.equal(rows[:, 0], torch.linspace(0, n - 1, n, dtype=torch.float32))
+        assert torch.equal(rows[:, 0] + 0.5, torch.linspace(0.5, n - 0.5, n, dtype=torch.float32))
+        assert torch.equal(cols[0], torch.arange(3, dtype=torch.float32)) and rows.shape == cols.shape == (n, 3)
 
 
 @pytest.mark.parametrize("size", [(128, 160), (96, 200)])
